@@ -14,7 +14,7 @@ first kept frame borrows; the encoder-delay field then skips them.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Iterator, List, Optional, Sequence, Tuple
 
 DECODER_DELAY = 529  # samples an MP3 decoder's filter banks lag behind the encoder's input (LAME: 528 + 1)
@@ -201,8 +201,11 @@ class StreamLayout:
         return 0
 
     @property
-    def end_padding(self) -> int:
-        return self.tag.encoder_padding if self.tag is not None and self.tag.encoder_padding is not None else 0
+    def gapless_trim(self) -> int:
+        """Samples a gapless decoder drops in all (encoder delay and padding), 0 without a LAME tag."""
+        if self.tag is None or self.tag.encoder_delay is None:
+            return 0
+        return self.tag.encoder_delay + (self.tag.encoder_padding or 0)
 
 
 def parse_layout(head: bytes, head_offset: int) -> StreamLayout:

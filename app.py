@@ -1,0 +1,26 @@
+"""Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
+from chalice import Chalice
+
+from chalicelib import api, logs, wiring
+
+app = Chalice(app_name="audio-clips")
+logs.configure()
+settings = wiring.current().settings  # read and validated at start: a bad variable fails here, by name
+
+
+@app.middleware("http")
+def contract_errors_and_request_log(event, get_response):
+    return api.serve(event, get_response)
+
+
+@app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
+def get_audio_clip(episode_id):
+    request = api.parse_clip_request(episode_id, app.current_request.query_params, wiring.current().settings.max_clip_ms)
+    result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
+    return api.clip_response(result, request.redirect)
+
+
+@app.route("/api/v1/health", methods=["GET"])
+def health():
+    deep = (app.current_request.query_params or {}).get("deep", "").lower() == "true"
+    return api.health_response(wiring.current(), deep)

@@ -1,0 +1,167 @@
+"""The HTTP face of the service: parameters in, the contract's answers out, and one log line per request."""
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Callable, Dict, Mapping, Optional
+
+from chalice import Response
+
+from chalicelib import logs
+from chalicelib.clips import ClipRequest, ClipResult
+from chalicelib.errors import BadRequest, ServiceError, error_body
+from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
+
+log = logging.getLogger("audio_clips.request")
+
+EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+_DIGITS = re.compile(r"[0-9]{1,12}")
+API_GATEWAY_LIMIT_S = 29.0
+RESPONSE_MARGIN_S = 2.0  # kept back from the Lambda's remaining time to answer with an error instead of dying
+
+
+@dataclass(frozen=True)
+class ParsedClipRequest:
+    clip: ClipRequest
+    redirect: bool
+
+
+def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_clip_ms: int) -> ParsedClipRequest:
+    """Validate everything the client sent before any I/O; BadRequest names the parameter and what is allowed."""
+    if not EPISODE_ID.fullmatch(episode_id or "") or set(episode_id) == {"."}:
+        raise BadRequest(
+            "episode_id must be 1 to 200 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-' "
+            "(a UUID or a prefixed id such as substack:123456)"
+        )
+    query = query or {}
+    start = _integer(query, "start_time_ms", None, 0, None)
+    duration = _integer(query, "duration_ms", DEFAULT_CLIP_MS, MIN_CLIP_MS, max_clip_ms)
+    redirect = (query.get("redirect") or "false").lower()
+    if redirect not in ("true", "false"):
+        raise BadRequest(f"redirect must be 'true' or 'false', got {query['redirect'][:20]!r}")
+    return ParsedClipRequest(ClipRequest(episode_id, start, duration), redirect == "true")
+
+
+def _integer(query: Mapping[str, str], name: str, default: Optional[int], low: int, high: Optional[int]) -> int:
+    raw = query.get(name)
+    if raw is None or raw == "":
+        if default is None:
+            raise BadRequest(f"{name} is required: an integer >= {low}")
+        return default
+    allowed = f"an integer >= {low}" if high is None else f"an integer from {low} to {high}"
+    if not _DIGITS.fullmatch(raw):
+        raise BadRequest(f"{name} must be {allowed}, got {raw[:20]!r}")
+    value = int(raw)
+    if value < low or (high is not None and value > high):
+        raise BadRequest(f"{name} must be {allowed}, got {value}")
+    return value
+
+
+def deadline(lambda_context: Any) -> float:
+    """The ``time.monotonic()`` by which work must stop, leaving time to answer before Lambda or API Gateway
+    cut the request off."""
+    budget = API_GATEWAY_LIMIT_S
+    if lambda_context is not None:
+        budget = min(budget, lambda_context.get_remaining_time_in_millis() / 1000)
+    return time.monotonic() + max(budget - RESPONSE_MARGIN_S, 0.5)
+
+
+def clip_response(result: ClipResult, redirect: bool) -> Response:
+    current = _current.get(None)
+    generation_ms = round((time.perf_counter() - current.started) * 1000) if current else 0
+    note(
+        episode_id=result.episode_id, cache_hit=result.cache_hit, method=result.method,
+        start_time_ms=result.start_ms, duration_ms=result.duration_ms, source_bytes_read=result.source_bytes_read,
+        source_requests=result.source_requests, clip_bytes=result.clip_bytes,
+        regenerated_stale=result.regenerated_stale, timings_ms=result.timings_ms,
+    )
+    if redirect:
+        return Response(body="", status_code=302, headers={"Location": result.clip_url, "Cache-Control": "no-store"})
+    body = {
+        "clip_url": result.clip_url,
+        "expires_at": _iso(result.expires_at),
+        "cache_hit": result.cache_hit,
+        "episode_id": result.episode_id,
+        "start_time_ms": result.start_ms,
+        "duration_ms": result.duration_ms,
+        "generation_time_ms": generation_ms,
+    }
+    return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
+
+
+def error_response(error: ServiceError) -> Response:
+    return Response(body=error_body(error), status_code=error.status, headers=error.headers)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass
+class _RequestState:
+    started: float
+    fields: Dict[str, Any]
+
+
+_current: "logs.contextvars.ContextVar[_RequestState]" = logs.contextvars.ContextVar("request_state")
+
+
+def note(**fields: Any) -> None:
+    """Add fields to the current request's log line."""
+    current = _current.get(None)
+    if current is not None:
+        current.fields.update({k: v for k, v in fields.items() if v is not None})
+
+
+def serve(request: Any, get_response: Callable[[Any], Response]) -> Response:
+    """The HTTP middleware: maps ServiceError to the contract's JSON answer and logs one line per request."""
+    context = getattr(request, "lambda_context", None)
+    request_id = getattr(context, "aws_request_id", None) or (request.context or {}).get("requestId") or str(uuid.uuid4())
+    id_token = logs.request_id.set(request_id)
+    state_token = _current.set(_RequestState(time.perf_counter(), {"event": "request", "path": request.path}))
+    try:
+        try:
+            response = get_response(request)
+        except ServiceError as error:
+            response = error_response(error)
+            note(error=error.code, message=error.message, detail=error.detail)
+        state = _current.get()
+        state.fields["status"] = response.status_code
+        state.fields["total_ms"] = round((time.perf_counter() - state.started) * 1000, 1)
+        logs.emit(log, logging.ERROR if response.status_code >= 500 else logging.INFO, **state.fields)
+        return response
+    finally:
+        _current.reset(state_token)
+        logs.request_id.reset(id_token)
+
+
+def health_response(wiring: Any, deep: bool) -> Response:
+    """Liveness: FFmpeg found (cheap); with ``deep``, MongoDB and S3 answer too."""
+    from chalicelib.ffmpeg import ffmpeg_version
+
+    body: Dict[str, Any] = {"status": "ok", "ffmpeg": None}
+    problems = []
+    path = wiring.ffmpeg
+    if path:
+        body["ffmpeg"] = {"path": path, "version": ffmpeg_version(path)}
+    else:
+        problems.append("FFmpeg not found (FFMPEG_PATH, /opt/bin/ffmpeg)")
+    if deep:
+        checks = body["checks"] = {}
+        for name, check in (("mongodb", lambda: wiring.catalog.ping()), ("s3", lambda: wiring.clip_store.ping())):
+            started = time.perf_counter()
+            try:
+                check()
+                checks[name] = {"ok": True}
+            except ServiceError as error:
+                checks[name] = {"ok": False, "error": error.message}
+                problems.append(f"{name}: {error.message}")
+            checks[name]["latency_ms"] = round((time.perf_counter() - started) * 1000, 1)
+    if problems:
+        body.update(status="unavailable", problems=problems)
+        return Response(body=body, status_code=503, headers={"Retry-After": "30"})
+    return Response(body=body, status_code=200)

@@ -1,0 +1,257 @@
+"""S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+from typing import Dict, Iterator, Optional, Tuple
+from urllib.parse import quote, unquote, urlparse
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from chalicelib.errors import NotFound, StorageUnavailable
+
+log = logging.getLogger(__name__)
+
+CLIP_PREFIX = "audio_clips/"
+SEEK_INDEX_NAME = "seek-index.json"
+CLIP_CACHE_CONTROL = "private, max-age=31536000, immutable"
+READ_ATTEMPTS = 3
+_MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
+_PRECONDITION = {"412", "PreconditionFailed"}
+
+
+class SourceChanged(Exception):
+    """The source object was replaced while it was being read."""
+
+
+def clip_key(episode_id: str, start_ms: int, end_ms: int) -> str:
+    return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.mp3"
+
+
+def episode_prefix(episode_id: str) -> str:
+    return f"{CLIP_PREFIX}{episode_id}/"
+
+
+def parse_s3_url(url: str) -> Tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key); ValueError for anything else."""
+    parts = urlparse(url or "")
+    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    return parts.netloc, parts.path.lstrip("/")
+
+
+@dataclass(frozen=True)
+class SourceObject:
+    bucket: str
+    key: str
+    size: int
+    etag: str
+    content_type: str = ""
+
+
+@dataclass(frozen=True)
+class StoredClip:
+    key: str
+    source_bucket: str
+    source_key: str
+    source_etag: str
+    duration_ms: int
+
+
+def _code(error: ClientError) -> str:
+    return str(error.response.get("Error", {}).get("Code", ""))
+
+
+def _unavailable(action: str, error: Exception) -> StorageUnavailable:
+    return StorageUnavailable(f"Audio storage is unavailable ({action}); try again shortly", detail=repr(error))
+
+
+class SourceAudio:
+    """Reads one version (ETag) of a source object by byte range, counting every byte it is sent."""
+
+    def __init__(self, s3, source: SourceObject):
+        self._s3 = s3
+        self.source = source
+        self.bytes_read = 0
+        self.requests = 0
+
+    @classmethod
+    def open(cls, s3, bucket: str, key: str) -> "SourceAudio":
+        try:
+            head = s3.head_object(Bucket=bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                raise NotFound("The episode's source audio is missing from storage") from None
+            raise _unavailable("reading the source audio", error) from None
+        except BotoCoreError as error:
+            raise _unavailable("reading the source audio", error) from None
+        return cls(s3, SourceObject(bucket, key, head["ContentLength"], head["ETag"], head.get("ContentType", "")))
+
+    def read(self, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the object, clipped to its size; retried on transient faults."""
+        end = min(end, self.source.size)
+        if start >= end:
+            return b""
+        for attempt in range(READ_ATTEMPTS):
+            try:
+                return self._get(f"bytes={start}-{end - 1}")
+            except SourceChanged:
+                raise
+            except (ClientError, BotoCoreError) as error:
+                if isinstance(error, ClientError) and _code(error) in _MISSING:
+                    raise NotFound("The episode's source audio is missing from storage") from None
+                if attempt == READ_ATTEMPTS - 1:
+                    raise _unavailable("reading the source audio", error) from None
+                time.sleep(0.1 * 3**attempt)
+        raise AssertionError("unreachable")
+
+    def _get(self, byte_range: str) -> bytes:
+        try:
+            response = self._s3.get_object(
+                Bucket=self.source.bucket, Key=self.source.key, Range=byte_range, IfMatch=self.source.etag
+            )
+        except ClientError as error:
+            if _code(error) in _PRECONDITION:
+                raise SourceChanged(self.source.key) from None
+            raise
+        self.requests += 1
+        data = response["Body"].read()
+        self.bytes_read += len(data)
+        return data
+
+    def stream(self, start: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object from ``start`` to its end, in chunks, never held whole."""
+        try:
+            response = self._s3.get_object(
+                Bucket=self.source.bucket, Key=self.source.key, Range=f"bytes={start}-", IfMatch=self.source.etag
+            )
+            self.requests += 1
+            for chunk in response["Body"].iter_chunks(chunk_size):
+                self.bytes_read += len(chunk)
+                yield chunk
+        except ClientError as error:
+            if _code(error) in _PRECONDITION:
+                raise SourceChanged(self.source.key) from None
+            raise _unavailable("reading the source audio", error) from None
+        except BotoCoreError as error:
+            raise _unavailable("reading the source audio", error) from None
+
+    def presigned_url(self, expires_in: int = 600) -> str:
+        return self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.source.bucket, "Key": self.source.key}, ExpiresIn=expires_in
+        )
+
+
+class ClipStore:
+    """The clip cache in the clips bucket, and the per-episode artefacts kept beside the clips."""
+
+    def __init__(self, s3, bucket: str, url_ttl_seconds: int):
+        self._s3 = s3
+        self.bucket = bucket
+        self.url_ttl_seconds = url_ttl_seconds
+
+    def lookup(self, key: str) -> Optional[StoredClip]:
+        try:
+            head = self._s3.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise _unavailable("reading the clip cache", error) from None
+        except BotoCoreError as error:
+            raise _unavailable("reading the clip cache", error) from None
+        meta = head.get("Metadata", {})
+        try:
+            return StoredClip(
+                key=key,
+                source_bucket=meta["source-bucket"],
+                source_key=unquote(meta["source-key"]),
+                source_etag=meta["source-etag"],
+                duration_ms=int(meta["duration-ms"]),
+            )
+        except (KeyError, ValueError):
+            return None  # written by something else: treat as absent and regenerate
+
+    def current_etag(self, bucket: str, key: str) -> Optional[str]:
+        """The source object's ETag now, or None when it is gone."""
+        try:
+            return self._s3.head_object(Bucket=bucket, Key=key)["ETag"]
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise _unavailable("reading the source audio", error) from None
+        except BotoCoreError as error:
+            raise _unavailable("reading the source audio", error) from None
+
+    def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
+            replacing: bool) -> bool:
+        """Store a clip in one request. A new clip never overwrites one another writer stored first
+        (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
+        metadata: Dict[str, str] = {
+            "episode-id": episode_id,
+            "source-bucket": source.bucket,
+            "source-key": quote(source.key, safe="/"),
+            "source-etag": source.etag,
+            "duration-ms": str(duration_ms),
+        }
+        extra = {} if replacing else {"IfNoneMatch": "*"}
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=key, Body=data, ContentType="audio/mpeg",
+                CacheControl=CLIP_CACHE_CONTROL, Metadata=metadata, **extra,
+            )
+        except ClientError as error:
+            if _code(error) in _PRECONDITION or _code(error) == "ConditionalRequestConflict":
+                return False
+            raise _unavailable("writing the clip", error) from None
+        except BotoCoreError as error:
+            raise _unavailable("writing the clip", error) from None
+        return True
+
+    def presign(self, key: str, now: Optional[datetime] = None) -> Tuple[str, datetime]:
+        now = now or datetime.now(timezone.utc)
+        url = self._s3.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
+        )
+        return url, (now + timedelta(seconds=self.url_ttl_seconds)).replace(microsecond=0)
+
+    def ping(self) -> None:
+        try:
+            self._s3.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("the clips bucket", error) from None
+
+    def artefact(self, episode_id: str, name: str) -> "EpisodeArtefact":
+        return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name)
+
+
+class EpisodeArtefact:
+    """A JSON document derived from an episode's source (its seek index), kept beside its clips so that the
+    cleanup removes it with them. An optimisation only: unreadable means absent, unwritable is logged."""
+
+    def __init__(self, s3, bucket: str, key: str):
+        self._s3 = s3
+        self.bucket = bucket
+        self.key = key
+
+    def load(self) -> Optional[dict]:
+        try:
+            return json.loads(self._s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            log.warning("cannot read %s: %r", self.key, error)
+        except (BotoCoreError, ValueError) as error:
+            log.warning("cannot read %s: %r", self.key, error)
+        return None
+
+    def save(self, document: dict) -> None:
+        try:
+            self._s3.put_object(
+                Bucket=self.bucket, Key=self.key, ContentType="application/json",
+                Body=json.dumps(document, separators=(",", ":")).encode(),
+            )
+        except (ClientError, BotoCoreError) as error:
+            log.warning("cannot write %s: %r", self.key, error)

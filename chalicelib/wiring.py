@@ -1,0 +1,62 @@
+"""The one place that reads the environment and builds clients; everything else is handed what it needs.
+
+Clients are created on first use and reused across warm invocations. ``reset()`` forgets them (tests).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Optional
+
+from chalicelib.settings import Settings
+
+
+class Wiring:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+
+    @functools.cached_property
+    def s3(self):
+        import boto3
+        from botocore.config import Config
+
+        config = Config(
+            signature_version="s3v4",
+            connect_timeout=2,
+            read_timeout=5,
+            retries={"mode": "standard", "max_attempts": 3},
+            s3={"us_east_1_regional_endpoint": "regional"},
+        )
+        return boto3.client("s3", region_name=self.settings.aws_region, config=config)
+
+    @functools.cached_property
+    def clip_store(self):
+        from chalicelib.storage import ClipStore
+
+        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds)
+
+    @functools.cached_property
+    def catalog(self):
+        from chalicelib.catalog import open_catalog
+
+        return open_catalog(self.settings)
+
+    @functools.cached_property
+    def ffmpeg(self) -> Optional[str]:
+        from chalicelib.ffmpeg import find_ffmpeg
+
+        return find_ffmpeg(self.settings.ffmpeg_path)
+
+    @functools.cached_property
+    def clips(self):
+        from chalicelib.clips import ClipService
+
+        return ClipService(self.s3, self.clip_store, lambda: self.catalog, lambda: self.ffmpeg)
+
+
+@functools.lru_cache(maxsize=1)
+def current() -> Wiring:
+    return Wiring(Settings.from_env())
+
+
+def reset() -> None:
+    current.cache_clear()

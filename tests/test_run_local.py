@@ -1,0 +1,228 @@
+"""End to end through `make run`'s script: S3 on moto, the demo episode, chalice local, a real clip, a clean stop.
+
+It runs scripts/run_local.py as a newcomer would (on free ports), waits for its READY line, asks for a clip over
+HTTP, decodes the MP3 it gets, then sends SIGINT and checks that everything the script started is gone.
+"""
+from __future__ import annotations
+
+import array
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Iterator, List, NamedTuple, Optional
+
+import pytest
+import requests
+
+pytestmark = pytest.mark.slow
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SCRIPT = REPO_ROOT / "scripts" / "run_local.py"
+DEMO_GUID = "0e983347-7815-4b62-87a6-84d988a772b7"
+
+READY_TIMEOUT_S = 90  # the first run on a machine also makes the demo episode
+STOP_TIMEOUT_S = 30
+REQUEST_TIMEOUT_S = 60
+
+SAMPLE_RATE = 44_100
+MP3_FRAME_SAMPLES = 1_152
+
+
+def free_ports(count: int) -> List[int]:
+    """Ports nobody listens on now (held open together, so they differ)."""
+    sockets = [socket.socket(socket.AF_INET, socket.SOCK_STREAM) for _ in range(count)]
+    try:
+        for sock in sockets:
+            sock.bind(("127.0.0.1", 0))
+        return [sock.getsockname()[1] for sock in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def accepts_connections(port: int) -> bool:
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        return True
+    except OSError:
+        return False
+
+
+def ffmpeg_exe() -> str:
+    explicit = os.environ.get("FFMPEG_PATH", "").strip()
+    if explicit:
+        return explicit
+    import imageio_ffmpeg
+
+    return imageio_ffmpeg.get_ffmpeg_exe()
+
+
+class ProcessOutput:
+    """Reads a child's output on a thread, so its pipe never fills, and keeps every line for failure messages."""
+
+    def __init__(self, stream) -> None:
+        self.lines: List[str] = []
+        self._queue: "queue.Queue[Optional[str]]" = queue.Queue()
+        self._thread = threading.Thread(target=self._read, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _read(self, stream) -> None:
+        for line in stream:
+            self.lines.append(line)
+            self._queue.put(line)
+        self._queue.put(None)  # end of output
+
+    def wait_for_line(self, prefix: str, timeout_s: float) -> str:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                pytest.fail(f"no line starting with {prefix!r} within {timeout_s} s. Output:\n{self.text()}")
+            try:
+                line = self._queue.get(timeout=remaining)
+            except queue.Empty:
+                continue
+            if line is None:
+                pytest.fail(f"run_local.py ended its output before {prefix!r}. Output:\n{self.text()}")
+            if line.startswith(prefix):
+                return line
+
+    def text(self) -> str:
+        return "".join(self.lines)
+
+
+class LocalStack(NamedTuple):
+    process: subprocess.Popen
+    output: ProcessOutput
+    api_port: int
+    moto_port: int
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.api_port}"
+
+
+@pytest.fixture
+def local_stack() -> Iterator[LocalStack]:
+    api_port, moto_port = free_ports(2)
+    process = subprocess.Popen(
+        [sys.executable, str(SCRIPT), "--port", str(api_port), "--moto-port", str(moto_port)],
+        cwd=REPO_ROOT,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        errors="replace",
+        start_new_session=True,  # its own process group: the kill below reaches chalice local and FFmpeg too
+    )
+    try:
+        output = ProcessOutput(process.stdout)
+        ready = output.wait_for_line("READY", READY_TIMEOUT_S)
+        assert ready.strip() == f"READY http://127.0.0.1:{api_port}"
+        yield LocalStack(process, output, api_port, moto_port)
+    finally:
+        try:  # the whole group, in case the script is stuck or left a child behind
+            os.killpg(process.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        process.wait(timeout=STOP_TIMEOUT_S)
+        process.stdout.close()
+
+
+def decode_mono(clip: Path, *, left_only: bool = False) -> bytes:
+    """The clip as 16-bit mono PCM at 44.1 kHz; fails on any FFmpeg complaint."""
+    command = [ffmpeg_exe(), "-nostdin", "-v", "error", "-i", str(clip)]
+    if left_only:
+        command += ["-af", "pan=mono|c0=c0"]
+    command += ["-f", "s16le", "-ac", "1", "-ar", str(SAMPLE_RATE), "-"]
+    result = subprocess.run(command, capture_output=True, timeout=60)
+    assert result.returncode == 0, result.stderr.decode("utf-8", "replace")
+    assert result.stderr == b"", result.stderr.decode("utf-8", "replace")
+    return result.stdout
+
+
+def tone_frequency(pcm: bytes, start_s: float, end_s: float) -> float:
+    """The frequency of a pure tone in [start_s, end_s), from its zero crossings."""
+    samples = array.array("h")
+    samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
+    window = samples[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
+    crossings = sum(1 for a, b in zip(window, window[1:]) if (a < 0) != (b < 0))
+    return crossings / 2 / (end_s - start_s)
+
+
+def get_clip(session: requests.Session, stack: LocalStack, **extra: str) -> requests.Response:
+    params = {"start_time_ms": "60000", "duration_ms": "30000", **extra}
+    return session.get(
+        f"{stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
+        params=params,
+        timeout=REQUEST_TIMEOUT_S,
+        allow_redirects=False,
+    )
+
+
+def test_make_run_serves_a_clip_and_stops_on_ctrl_c(local_stack: LocalStack, tmp_path: Path) -> None:
+    stack = local_stack
+    session = requests.Session()
+    session.trust_env = False  # no proxy from the environment between us and 127.0.0.1
+
+    # First request: generated now.
+    response = get_clip(session, stack)
+    assert response.status_code == 200, f"{response.status_code} {response.text}\n{stack.output.text()}"
+    body = response.json()
+    assert body["cache_hit"] is False
+    assert body["episode_id"] == DEMO_GUID
+    assert body["start_time_ms"] == 60000
+    assert body["duration_ms"] == 30000
+    assert isinstance(body["generation_time_ms"], int) and not isinstance(body["generation_time_ms"], bool)
+    assert body["generation_time_ms"] >= 0
+    assert body["clip_url"].startswith("http")
+    expires_at = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+    assert expires_at.tzinfo is not None
+    now = datetime.now(timezone.utc)
+    assert now < expires_at <= now + timedelta(days=7, minutes=1)
+
+    # The clip itself: an MP3 that decodes cleanly to 30 s, within one MP3 frame.
+    download = session.get(body["clip_url"], timeout=REQUEST_TIMEOUT_S)
+    assert download.status_code == 200, download.text[:500]
+    clip = tmp_path / "clip.mp3"
+    clip.write_bytes(download.content)
+    samples = len(decode_mono(clip)) // 2
+    assert abs(samples - 30 * SAMPLE_RATE) <= MP3_FRAME_SAMPLES, f"{samples} samples, {samples / SAMPLE_RATE:.3f} s"
+
+    # ... cut from the right place: the demo's left channel is 440 Hz from 1:00 to 1:05 and 587 Hz from 1:25 to 1:30.
+    left = decode_mono(clip, left_only=True)
+    assert tone_frequency(left, 0.5, 4.5) == pytest.approx(440.0, rel=0.02)
+    assert tone_frequency(left, 25.5, 29.5) == pytest.approx(587.3, rel=0.02)
+
+    # The same request again: served from the cache.
+    again = get_clip(session, stack)
+    assert again.status_code == 200, again.text
+    assert again.json()["cache_hit"] is True
+
+    # redirect=true: a 302 to a URL that serves the same clip.
+    redirect = get_clip(session, stack, redirect="true")
+    assert redirect.status_code == 302, redirect.text
+    location = redirect.headers.get("Location", "")
+    assert location.startswith("http")
+    followed = session.get(location, timeout=REQUEST_TIMEOUT_S)
+    assert followed.status_code == 200
+    assert followed.content == download.content
+
+    # Ctrl-C: everything stops, exit code 0, both ports closed.
+    assert accepts_connections(stack.api_port) and accepts_connections(stack.moto_port)
+    stack.process.send_signal(signal.SIGINT)
+    try:
+        code = stack.process.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"run_local.py still running {STOP_TIMEOUT_S} s after SIGINT. Output:\n{stack.output.text()}")
+    assert code == 0, stack.output.text()
+    assert not accepts_connections(stack.api_port), "chalice local still listening after the script exited"
+    assert not accepts_connections(stack.moto_port), "the S3 server still listening after the script exited"
