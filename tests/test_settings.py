@@ -1,0 +1,35 @@
+from __future__ import annotations
+
+import pytest
+
+from chalicelib.errors import ConfigurationError
+from chalicelib.settings import Settings
+
+
+def test_defaults_are_the_contracts():
+    settings = Settings.from_env({})
+    assert settings.source_bucket == "pod-insights-raw" and settings.clips_bucket == "pod-insights-clips"
+    assert settings.mongodb_uri is None and settings.mongodb_db == "podinsight"
+    assert settings.max_clip_ms == 60_000 and settings.clip_url_ttl_seconds == 86_400
+    assert settings.mongodb_timeout_ms <= 3_000
+
+
+def test_variables_override_defaults():
+    settings = Settings.from_env({"CLIPS_BUCKET": "c", "MAX_CLIP_MS": "90000", "MONGODB_URI": "mongodb://h/"})
+    assert (settings.clips_bucket, settings.max_clip_ms, settings.mongodb_uri) == ("c", 90_000, "mongodb://h/")
+
+
+@pytest.mark.parametrize("name, value", [
+    ("MAX_CLIP_MS", "sixty"), ("MAX_CLIP_MS", "999"), ("CLIP_URL_TTL_SECONDS", "-1"),
+    ("CLIP_URL_TTL_SECONDS", "99999999"), ("MONGODB_TIMEOUT_MS", "30000"),
+])
+def test_a_malformed_variable_fails_at_start_naming_it(name, value):
+    with pytest.raises(ConfigurationError, match=name):
+        Settings.from_env({name: value})
+
+
+def test_a_bad_ffmpeg_path_fails_naming_it(tmp_path):
+    from chalicelib.ffmpeg import find_ffmpeg
+
+    with pytest.raises(ConfigurationError, match="FFMPEG_PATH"):
+        find_ffmpeg(str(tmp_path / "missing"))
