@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
 from chalice import Chalice
 
-from chalicelib import api, logs, wiring
+from chalicelib import api, cleanup, logs, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -24,3 +24,9 @@ def get_audio_clip(episode_id):
 def health():
     deep = (app.current_request.query_params or {}).get("deep", "").lower() == "true"
     return api.health_response(wiring.current(), deep)
+
+
+@app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])
+def cleanup_clips(event):
+    request_id = getattr(event.context, "aws_request_id", "-")
+    cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id)

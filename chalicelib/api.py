@@ -15,10 +15,10 @@ from chalicelib import logs
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
+from chalicelib.storage import is_episode_id
 
 log = logging.getLogger("audio_clips.request")
 
-EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 _DIGITS = re.compile(r"[0-9]{1,12}")
 API_GATEWAY_LIMIT_S = 29.0
 RESPONSE_MARGIN_S = 2.0  # kept back from the Lambda's remaining time to answer with an error instead of dying
@@ -32,7 +32,7 @@ class ParsedClipRequest:
 
 def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_clip_ms: int) -> ParsedClipRequest:
     """Validate everything the client sent before any I/O; BadRequest names the parameter and what is allowed."""
-    if not EPISODE_ID.fullmatch(episode_id or "") or set(episode_id) == {"."}:
+    if not is_episode_id(episode_id):
         raise BadRequest(
             "episode_id must be 1 to 200 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-' "
             "(a UUID or a prefixed id such as substack:123456)"

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -25,6 +26,14 @@ _PRECONDITION = {"412", "PreconditionFailed"}
 
 class SourceChanged(Exception):
     """The source object was replaced while it was being read."""
+
+
+EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+def is_episode_id(text: str) -> bool:
+    """The contract's grammar for an episode id, minus all-dot names that a URL path would resolve away."""
+    return bool(EPISODE_ID.fullmatch(text or "")) and set(text) != {"."}
 
 
 def clip_key(episode_id: str, start_ms: int, end_ms: int) -> str:

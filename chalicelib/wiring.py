@@ -35,6 +35,12 @@ class Wiring:
         return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds)
 
     @functools.cached_property
+    def cleanup(self):
+        from chalicelib.cleanup import ClipCleanup
+
+        return ClipCleanup(self.s3, self.settings.clips_bucket)
+
+    @functools.cached_property
     def catalog(self):
         from chalicelib.catalog import open_catalog
 

@@ -1,0 +1,134 @@
+"""cleanup_clips: S3 events on the source bucket purge the episode's cached clips and derived artefacts."""
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+from urllib.parse import quote_plus
+
+import pytest
+from chalice.test import Client
+
+import app as app_module
+from app import app
+from chalicelib.cleanup import episode_of_key
+from tests.conftest import CLIPS_BUCKET, SOURCE_BUCKET
+
+A = "0e983347-7815-4b62-87a6-84d988a772b7"
+B = "substack:123456"
+
+
+def seed(s3, episode_id, clips, threads=1):
+    keys = [f"audio_clips/{episode_id}/{i * 1000}-{i * 1000 + 30000}.mp3" for i in range(clips)]
+    keys.append(f"audio_clips/{episode_id}/seek-index.json")
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda key: s3.put_object(Bucket=CLIPS_BUCKET, Key=key, Body=b""), keys))
+
+
+def remaining(s3, episode_id) -> int:
+    pages = s3.get_paginator("list_objects_v2").paginate(Bucket=CLIPS_BUCKET, Prefix=f"audio_clips/{episode_id}/")
+    return sum(len(page.get("Contents", [])) for page in pages)
+
+
+def record(key: str, name: str = "ObjectRemoved:Delete") -> dict:
+    """One record as S3 sends it: the key URL-encoded, spaces as '+'."""
+    return {
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
+        "s3": {"bucket": {"name": SOURCE_BUCKET, "arn": f"arn:aws:s3:::{SOURCE_BUCKET}"},
+               "object": {"key": quote_plus(key, safe="/"), "size": 1}},
+    }
+
+
+def invoke(*records) -> None:
+    with Client(app, stage_name="local") as client:
+        client.lambda_.invoke("cleanup_clips", {"Records": list(records)})
+
+
+@pytest.mark.slow
+def test_removing_a_source_purges_all_its_clips_and_nothing_else_and_a_repeat_is_a_no_op(s3, caplog):
+    seed(s3, A, 2500)
+    seed(s3, B, 10)
+    event = record(f"a16z-podcast/{A}/audio/a16z_{A}_audio.mp3")
+    invoke(event)
+    assert remaining(s3, A) == 0
+    assert remaining(s3, B) == 11
+    invoke(event)
+    lines = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "cleanup"]
+    assert [(line["episode_id"], line["clips_deleted"]) for line in lines] == [(A, 2501), (A, 0)]
+    assert all(line["ms"] >= 0 for line in lines)
+    assert remaining(s3, B) == 11
+
+
+def test_replacing_a_source_purges_its_clips(s3):
+    seed(s3, B, 10)
+    seed(s3, A, 3)
+    invoke(record(f"the-slug/{B}/audio/new take.m4a", "ObjectCreated:Put"))
+    assert remaining(s3, B) == 0 and remaining(s3, A) == 4
+
+
+def test_encoded_keys_with_spaces_and_escapes_are_decoded(s3):
+    seed(s3, B, 2)
+    invoke(record(f"my podcast/{B}/audio/Épisode n°1 (final) 100%.mp3"))
+    assert remaining(s3, B) == 0
+
+
+@pytest.mark.parametrize("key", [
+    f"a16z-podcast/{A}/transcript/{A}.json",
+    f"a16z-podcast/{A}/audio/cover.jpg",
+    f"a16z-podcast/{A}/audio/nested/deeper.mp3",
+    f"{A}.mp3",
+    f"a16z-podcast//audio/x.mp3",
+    "a16z-podcast/../audio/x.mp3",
+    "a16z-podcast/bad id!/audio/x.mp3",
+])
+def test_keys_outside_the_layout_are_logged_and_ignored(s3, key, caplog):
+    seed(s3, A, 3)
+    invoke(record(key))
+    assert remaining(s3, A) == 4
+    line = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "cleanup"][-1]
+    assert line["key"] == key and line["episode_id"] is None and line["ignored"]
+
+
+def test_every_record_of_an_event_is_handled(s3):
+    seed(s3, A, 3)
+    seed(s3, B, 3)
+    invoke(record("elsewhere/file.txt"), record(f"p/{A}/audio/a.mp3"), record(f"q/{B}/audio/b.mp3", "ObjectCreated:Put"))
+    assert remaining(s3, A) == 0 and remaining(s3, B) == 0
+
+
+def test_the_handler_runs_as_lambda_calls_it(s3):
+    seed(s3, A, 5)
+    context = SimpleNamespace(aws_request_id="req-123", get_remaining_time_in_millis=lambda: 60_000)
+    app_module.cleanup_clips({"Records": [record(f"p/{A}/audio/a.mp3")]}, context)
+    assert remaining(s3, A) == 0
+
+
+def test_a_refused_delete_raises_so_lambda_retries(s3, monkeypatch):
+    seed(s3, A, 2)
+    from chalicelib import wiring
+
+    client = wiring.current().s3
+    monkeypatch.setattr(client, "delete_objects", lambda **kw: {"Errors": [{"Key": "k", "Code": "AccessDenied"}]})
+    with pytest.raises(RuntimeError, match="refused"):
+        wiring.current().cleanup.purge_episode(A)
+
+
+@pytest.mark.parametrize("key, expected", [
+    (f"slug/{A}/audio/f.mp3", A), (f"slug/{B}/audio/f.M4A", B), ("slug/x/audio/f.mp3", "x"),
+    ("slug/x/video/f.mp3", None), ("slug/x/audio/", None), ("/x/audio/f.mp3", None), ("slug/./audio/f.mp3", None),
+])
+def test_episode_of_key(key, expected):
+    assert episode_of_key(key) == expected
+
+
+@pytest.mark.slow
+def test_purging_2500_clips_over_http(moto_server, capsys):
+    seed(moto_server, A, 2500, threads=8)
+    from chalicelib import wiring
+
+    started = time.perf_counter()
+    deleted = wiring.current().cleanup.purge_episode(A)
+    elapsed = time.perf_counter() - started
+    assert deleted == 2501 and remaining(moto_server, A) == 0
+    with capsys.disabled():
+        print(f"\n[measure] purged {deleted} clips over HTTP (moto server) in {elapsed * 1000:.0f} ms")
