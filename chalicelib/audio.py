@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 from chalicelib import mp3
 from chalicelib.errors import BadRequest, ClipTimeout, Undecodable
@@ -68,7 +69,7 @@ class Mp3Source:
     @classmethod
     def sniff(cls, audio: SourceAudio) -> Optional["Mp3Source"]:
         """The source as MP3, or None if it is not MP3 (then FFmpeg gets it)."""
-        head = audio.read(0, HEAD_BYTES)
+        head = audio.head
         if not head:
             raise Undecodable("The episode's source audio is empty")
         if head[4:8] == b"ftyp":
@@ -97,6 +98,28 @@ def plan_samples(start_ms: int, want_ms: int, total_samples: int, sample_rate: i
     return first, min(round(want_ms * sample_rate / 1000), total_samples - first)
 
 
+class _Recent:
+    """The last few seek indexes this process used: a warm Lambda skips fetching them again."""
+
+    def __init__(self, size: int):
+        self._items: "OrderedDict[tuple, SeekIndex]" = OrderedDict()
+        self._size = size
+
+    def get(self, key: tuple) -> Optional[SeekIndex]:
+        if key in self._items:
+            self._items.move_to_end(key)
+        return self._items.get(key)
+
+    def put(self, key: tuple, index: SeekIndex) -> None:
+        self._items[key] = index
+        self._items.move_to_end(key)
+        while len(self._items) > self._size:
+            self._items.popitem(last=False)
+
+
+_recent_indexes = _Recent(16)
+
+
 @dataclass
 class Located:
     """The whole source frames a cut needs, and which decoder samples of them to keep."""
@@ -113,10 +136,14 @@ def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: Episode
     located = _locate_cbr(source, start_ms, want_ms) if source.layout.constant_bitrate else None
     built = False
     if located is None:
-        index = SeekIndex.from_json(index_store.load())
-        if index is None or index.source_etag != source.audio.source.etag:
-            index, built = build_index(source, deadline), True
-            index_store.save(index.to_json())
+        object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
+        index = _recent_indexes.get(object_id)
+        if index is None:
+            index = SeekIndex.from_json(index_store.load())
+            if index is None or index.source_etag != source.audio.source.etag:
+                index, built = build_index(source, deadline), True
+                index_store.save(index.to_json())
+            _recent_indexes.put(object_id, index)
         located = _locate_indexed(source, index, start_ms, want_ms)
     clip = mp3.cut(located.frames, located.first_index, located.first_sample, located.count)
     return ClipAudio(clip.data, duration_ms(located.count, clip.sample_rate), located.method, built)
@@ -181,6 +208,7 @@ def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
     """One streaming pass over the source, keeping the offset of every INDEX_EVERY-th frame."""
     layout = source.layout
     first = layout.first
+    lengths: Dict[bytes, int] = {}  # frame length by the 4 header bytes; 0 for what is not a frame of this stream
     offsets: List[int] = []
     frames = 0
     buffer = b""
@@ -193,29 +221,33 @@ def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
         buffer = buffer[pos:] + chunk
         base += pos
         pos = 0
-        while pos + 4 <= len(buffer):
-            header = mp3.parse_header(buffer, pos)
-            if header is None or not header.same_stream(first):
+        limit = len(buffer)
+        while pos + 4 <= limit:
+            raw = buffer[pos:pos + 4]
+            length = lengths.get(raw)
+            if length is None:
+                header = mp3.parse_header(raw)
+                length = lengths[raw] = header.length if header and header.same_stream(first) else 0
+            if not length:
                 found = mp3.find_frame(buffer, pos + 1)
                 if found is None:
-                    pos = max(pos, len(buffer) - 8192)  # keep a tail: a frame chain may straddle chunks
+                    pos = max(pos, limit - 8192)  # keep a tail: a frame chain may straddle chunks
                     break
                 pos = found
                 continue
-            if pos + header.length > len(buffer):
+            if pos + length > limit:
                 break
             if frames % INDEX_EVERY == 0:
                 offsets.append(base + pos)
             frames += 1
-            pos += header.length
+            pos += length
     if not frames:
         raise Undecodable("The episode's source audio holds no MP3 frames")
-    end = base + pos
     spf = first.samples
     return SeekIndex(
         source_etag=source.audio.source.etag,
         audio_start=layout.audio_start,
-        audio_end=end,
+        audio_end=base + pos,
         frames=frames,
         samples_per_frame=spf,
         sample_rate=first.sample_rate,

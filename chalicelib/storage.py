@@ -81,23 +81,30 @@ def _unavailable(action: str, error: Exception) -> StorageUnavailable:
 class SourceAudio:
     """Reads one version (ETag) of a source object by byte range, counting every byte it is sent."""
 
-    def __init__(self, s3, source: SourceObject):
+    def __init__(self, s3, source: SourceObject, head: bytes = b""):
         self._s3 = s3
         self.source = source
-        self.bytes_read = 0
-        self.requests = 0
+        self.head = head  # the first bytes of the object, read when it was opened
+        self.bytes_read = len(head)
+        self.requests = 1 if head else 0
 
     @classmethod
-    def open(cls, s3, bucket: str, key: str) -> "SourceAudio":
+    def open(cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024) -> "SourceAudio":
+        """One ranged GET of the object's head: its bytes, and from the same answer its size and ETag."""
         try:
-            head = s3.head_object(Bucket=bucket, Key=key)
+            response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
+            head = response["Body"].read()
         except ClientError as error:
             if _code(error) in _MISSING:
                 raise NotFound("The episode's source audio is missing from storage") from None
+            if _code(error) in ("InvalidRange", "416"):
+                return cls(s3, SourceObject(bucket, key, 0, error.response.get("ETag", "")))
             raise _unavailable("reading the source audio", error) from None
         except BotoCoreError as error:
             raise _unavailable("reading the source audio", error) from None
-        return cls(s3, SourceObject(bucket, key, head["ContentLength"], head["ETag"], head.get("ContentType", "")))
+        size = int(response.get("ContentRange", "/").rsplit("/", 1)[-1] or len(head))
+        source = SourceObject(bucket, key, size, response["ETag"], response.get("ContentType", ""))
+        return cls(s3, source, head)
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object, clipped to its size; retried on transient faults."""
