@@ -2,20 +2,36 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from typing import Mapping, Optional
+from dataclasses import dataclass, field, replace
+from typing import Dict, Mapping, Optional
 
 from chalicelib.errors import ConfigurationError
 
 DEFAULT_CLIP_MS = 30_000
 MIN_CLIP_MS = 1_000
+SSM_SUFFIX = "_SSM_PARAMETER"
+SECRETS = ("MONGODB_URI", "ATLAS_CLIENT_SECRET", "ATLAS_PRIVATE_KEY")  # each may instead name an SSM parameter
+
+
+@dataclass(frozen=True)
+class AtlasSettings:
+    """The optional Atlas Admin API check: a service account (OAuth client credentials) or legacy API keys."""
+
+    project_id: str
+    cluster_name: str
+    base_url: str = "https://cloud.mongodb.com"
+    client_id: Optional[str] = None
+    client_secret: Optional[str] = field(default=None, repr=False)
+    public_key: Optional[str] = None
+    private_key: Optional[str] = field(default=None, repr=False)
+    auto_resume: bool = False
 
 
 @dataclass(frozen=True)
 class Settings:
     source_bucket: str = "pod-insights-raw"
     clips_bucket: str = "pod-insights-clips"
-    mongodb_uri: Optional[str] = None
+    mongodb_uri: Optional[str] = field(default=None, repr=False)
     mongodb_db: str = "podinsight"
     max_clip_ms: int = 60_000
     clip_url_ttl_seconds: int = 86_400
@@ -26,6 +42,10 @@ class Settings:
     aws_region: str = "us-east-1"
     mongodb_timeout_ms: int = 3_000
     mongodb_retry_after_seconds: int = 30
+    health_check_rate_minutes: int = 5
+    health_ping_budget_ms: int = 3_000
+    atlas: Optional[AtlasSettings] = None
+    secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -45,6 +65,37 @@ class Settings:
                 raise ConfigurationError(f"{name} must be between {low} and {high}, got {value}")
             return value
 
+        def flag(name: str) -> bool:
+            raw = (text(name, "false") or "").lower()
+            if raw not in ("true", "false"):
+                raise ConfigurationError(f"{name} must be 'true' or 'false', got {raw!r}")
+            return raw == "true"
+
+        parameters = {name: env[name + SSM_SUFFIX] for name in SECRETS if env.get(name + SSM_SUFFIX, "").strip()}
+        atlas = None
+        if text("ATLAS_PROJECT_ID", None) or text("ATLAS_CLUSTER_NAME", None):
+            if not (text("ATLAS_PROJECT_ID", None) and text("ATLAS_CLUSTER_NAME", None)):
+                raise ConfigurationError("ATLAS_PROJECT_ID and ATLAS_CLUSTER_NAME go together: set both or neither")
+            service_account = text("ATLAS_CLIENT_ID", None) and (
+                text("ATLAS_CLIENT_SECRET", None) or "ATLAS_CLIENT_SECRET" in parameters)
+            api_keys = text("ATLAS_PUBLIC_KEY", None) and (
+                text("ATLAS_PRIVATE_KEY", None) or "ATLAS_PRIVATE_KEY" in parameters)
+            if not (service_account or api_keys):
+                raise ConfigurationError(
+                    "the Atlas check needs ATLAS_CLIENT_ID with ATLAS_CLIENT_SECRET (service account) "
+                    "or ATLAS_PUBLIC_KEY with ATLAS_PRIVATE_KEY (API keys); a secret may be given as "
+                    f"<NAME>{SSM_SUFFIX} instead"
+                )
+            atlas = AtlasSettings(
+                project_id=text("ATLAS_PROJECT_ID", ""),
+                cluster_name=text("ATLAS_CLUSTER_NAME", ""),
+                base_url=text("ATLAS_API_BASE_URL", AtlasSettings.base_url).rstrip("/"),
+                client_id=text("ATLAS_CLIENT_ID", None),
+                client_secret=text("ATLAS_CLIENT_SECRET", None),
+                public_key=text("ATLAS_PUBLIC_KEY", None),
+                private_key=text("ATLAS_PRIVATE_KEY", None),
+                auto_resume=flag("ATLAS_AUTO_RESUME"),
+            )
         return cls(
             source_bucket=text("SOURCE_BUCKET", cls.source_bucket),
             clips_bucket=text("CLIPS_BUCKET", cls.clips_bucket),
@@ -59,4 +110,21 @@ class Settings:
             aws_region=text("AWS_REGION", None) or text("AWS_DEFAULT_REGION", cls.aws_region),
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", cls.mongodb_timeout_ms, 100, 3_000),
             mongodb_retry_after_seconds=integer("MONGODB_RETRY_AFTER_SECONDS", cls.mongodb_retry_after_seconds, 1, 3_600),
+            health_check_rate_minutes=integer("HEALTH_CHECK_RATE_MINUTES", cls.health_check_rate_minutes, 1, 1_440),
+            health_ping_budget_ms=integer("HEALTH_PING_BUDGET_MS", cls.health_ping_budget_ms, 200, 10_000),
+            atlas=atlas,
+            secret_parameters=parameters or None,
         )
+
+    def with_secrets(self, fetch) -> "Settings":
+        """These settings with each secret named by an SSM parameter filled in; ``fetch(names) -> {name: value}``."""
+        if not self.secret_parameters:
+            return self
+        values = fetch(sorted(set(self.secret_parameters.values())))
+        secret = {name: values[parameter] for name, parameter in self.secret_parameters.items()}
+        atlas = self.atlas
+        if atlas is not None:
+            atlas = replace(atlas, client_secret=secret.get("ATLAS_CLIENT_SECRET", atlas.client_secret),
+                            private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key))
+        return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
+                       secret_parameters=None)
