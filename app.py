@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
-from chalice import Chalice
+from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, logs, wiring
+from chalicelib import api, cleanup, health, logs, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -21,7 +21,7 @@ def get_audio_clip(episode_id):
 
 
 @app.route("/api/v1/health", methods=["GET"])
-def health():
+def get_health():
     deep = (app.current_request.query_params or {}).get("deep", "").lower() == "true"
     return api.health_response(wiring.current(), deep)
 
@@ -30,3 +30,8 @@ def health():
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
     cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id)
+
+
+@app.schedule(Rate(settings.health_check_rate_minutes, unit=Rate.MINUTES))
+def health_check(event):
+    return health.scheduled_run(wiring.current(), getattr(event.context, "aws_request_id", "-"))

@@ -32,8 +32,9 @@ def configure(level: int = logging.INFO) -> None:
     root = logging.getLogger()
     if any(isinstance(h.formatter, JsonFormatter) for h in root.handlers):
         return
-    for handler in list(root.handlers):  # Lambda's bootstrap installs a plain-text handler
-        root.removeHandler(handler)
+    for handler in list(root.handlers):  # Lambda's bootstrap installs a plain-text handler: replace it, only it
+        if type(handler) is logging.StreamHandler or type(handler).__name__.startswith("Lambda"):
+            root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(JsonFormatter())
     root.addHandler(handler)

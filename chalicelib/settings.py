@@ -72,6 +72,7 @@ class Settings:
             return raw == "true"
 
         parameters = {name: env[name + SSM_SUFFIX] for name in SECRETS if env.get(name + SSM_SUFFIX, "").strip()}
+        auto_resume = flag("ATLAS_AUTO_RESUME")
         atlas = None
         if text("ATLAS_PROJECT_ID", None) or text("ATLAS_CLUSTER_NAME", None):
             if not (text("ATLAS_PROJECT_ID", None) and text("ATLAS_CLUSTER_NAME", None)):
@@ -94,7 +95,7 @@ class Settings:
                 client_secret=text("ATLAS_CLIENT_SECRET", None),
                 public_key=text("ATLAS_PUBLIC_KEY", None),
                 private_key=text("ATLAS_PRIVATE_KEY", None),
-                auto_resume=flag("ATLAS_AUTO_RESUME"),
+                auto_resume=auto_resume,
             )
         return cls(
             source_bucket=text("SOURCE_BUCKET", cls.source_bucket),

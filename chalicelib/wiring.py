@@ -53,6 +53,21 @@ class Wiring:
         return find_ffmpeg(self.settings.ffmpeg_path)
 
     @functools.cached_property
+    def atlas(self):
+        from chalicelib.health import AtlasApi
+
+        return AtlasApi(self.settings.atlas) if self.settings.atlas else None  # kept: it caches its token
+
+    @functools.cached_property
+    def sns(self):
+        import boto3
+
+        return boto3.client("sns", region_name=self.settings.aws_region)
+
+    def publish_alert(self, alert) -> None:
+        self.sns.publish(TopicArn=self.settings.alert_topic_arn, Subject=alert.subject, Message=alert.message)
+
+    @functools.cached_property
     def clips(self):
         from chalicelib.clips import ClipService
 
@@ -61,7 +76,20 @@ class Wiring:
 
 @functools.lru_cache(maxsize=1)
 def current() -> Wiring:
-    return Wiring(Settings.from_env())
+    return Wiring(Settings.from_env().with_secrets(fetch_ssm_parameters))
+
+
+def fetch_ssm_parameters(names):
+    """Secrets named by SSM parameters, read once per process (cold start), decrypted."""
+    import boto3
+
+    from chalicelib.errors import ConfigurationError
+
+    response = boto3.client("ssm").get_parameters(Names=list(names), WithDecryption=True)
+    if response.get("InvalidParameters"):
+        raise ConfigurationError(f"SSM parameters not found: {', '.join(response['InvalidParameters'])} "
+                                 "(named by a *_SSM_PARAMETER variable)")
+    return {p["Name"]: p["Value"] for p in response["Parameters"]}
 
 
 def reset() -> None:

@@ -33,3 +33,45 @@ def test_a_bad_ffmpeg_path_fails_naming_it(tmp_path):
 
     with pytest.raises(ConfigurationError, match="FFMPEG_PATH"):
         find_ffmpeg(str(tmp_path / "missing"))
+
+
+def test_secrets_can_be_read_from_ssm_by_name(monkeypatch):
+    import boto3
+    from moto import mock_aws
+
+    from chalicelib import wiring
+
+    with mock_aws():
+        ssm = boto3.client("ssm", region_name="us-east-1")
+        ssm.put_parameter(Name="/audio-clips/mongodb-uri", Value="mongodb://u:pw@db.example/", Type="SecureString")
+        ssm.put_parameter(Name="/audio-clips/atlas-secret", Value="sk-123", Type="SecureString")
+        for name, value in {"MONGODB_URI_SSM_PARAMETER": "/audio-clips/mongodb-uri", "ATLAS_PROJECT_ID": "g",
+                            "ATLAS_CLUSTER_NAME": "c", "ATLAS_CLIENT_ID": "id",
+                            "ATLAS_CLIENT_SECRET_SSM_PARAMETER": "/audio-clips/atlas-secret"}.items():
+            monkeypatch.setenv(name, value)
+        wiring.reset()
+        settings = wiring.current().settings
+    assert settings.mongodb_uri == "mongodb://u:pw@db.example/" and settings.atlas.client_secret == "sk-123"
+    assert "pw@" not in repr(settings) and "sk-123" not in repr(settings)
+
+
+def test_a_missing_ssm_parameter_fails_naming_it(monkeypatch):
+    from moto import mock_aws
+
+    from chalicelib import wiring
+
+    with mock_aws():
+        monkeypatch.setenv("MONGODB_URI_SSM_PARAMETER", "/nope")
+        wiring.reset()
+        with pytest.raises(ConfigurationError, match="/nope"):
+            wiring.current()
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"ATLAS_PROJECT_ID": "g"}, "ATLAS_CLUSTER_NAME"),
+    ({"ATLAS_PROJECT_ID": "g", "ATLAS_CLUSTER_NAME": "c"}, "ATLAS_CLIENT_ID"),
+    ({"ATLAS_AUTO_RESUME": "yes"}, "ATLAS_AUTO_RESUME"),
+])
+def test_incomplete_atlas_settings_fail_naming_what_is_missing(env, names):
+    with pytest.raises(ConfigurationError, match=names):
+        Settings.from_env(env)
