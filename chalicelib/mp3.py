@@ -154,6 +154,7 @@ class XingTag:
     encoder: str = ""
     encoder_delay: Optional[int] = None  # from a LAME tag (LAME, Lavf, Lavc), which gapless decoders honour
     encoder_padding: Optional[int] = None
+    bytes: Optional[int] = None  # the whole stream's length, this tag's frame included
 
 
 def parse_xing(data: bytes, pos: int, header: FrameHeader) -> Optional[XingTag]:
@@ -164,18 +165,20 @@ def parse_xing(data: bytes, pos: int, header: FrameHeader) -> Optional[XingTag]:
     if tag in (b"Xing", b"Info"):
         flags = struct.unpack(">I", frame[at + 4:at + 8])[0]
         cursor = at + 8
-        frames = None
+        frames = size = None
         if flags & 1:
             frames = struct.unpack(">I", frame[cursor:cursor + 4])[0]
             cursor += 4
-        cursor += 4 if flags & 2 else 0
+        if flags & 2:
+            size = struct.unpack(">I", frame[cursor:cursor + 4])[0]
+            cursor += 4
         cursor += 100 if flags & 4 else 0
         cursor += 4 if flags & 8 else 0
         encoder = frame[cursor:cursor + 9]
         if encoder[:4] in (b"LAME", b"Lavf", b"Lavc") and len(frame) >= cursor + 24:
             delays = int.from_bytes(frame[cursor + 21:cursor + 24], "big")
-            return XingTag(tag.decode(), frames, encoder.decode("latin-1").rstrip("\0 "), delays >> 12, delays & 0xFFF)
-        return XingTag(tag.decode(), frames)
+            return XingTag(tag.decode(), frames, encoder.decode("latin-1").rstrip("\0 "), delays >> 12, delays & 0xFFF, size)
+        return XingTag(tag.decode(), frames, bytes=size)
     if frame[36:40] == b"VBRI":
         return XingTag("VBRI", struct.unpack(">I", frame[50:54])[0])
     return None

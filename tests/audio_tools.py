@@ -35,6 +35,8 @@ KINDS = {
     "vbr": (40, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-q:a", "4")),
     "vbr_no_header": (40, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-q:a", "4", "-write_xing", "0")),
     "mpeg2_mono": (40, 22050, ("-ac", "1", "-c:a", "libmp3lame", "-b:a", "48k")),
+    "mpeg2_24k_vbr": (40, 24000, ("-ac", "1", "-c:a", "libmp3lame", "-q:a", "5")),
+    "mpeg25_mono": (40, 11025, ("-ac", "1", "-c:a", "libmp3lame", "-b:a", "24k")),
     "m4a": (40, 44100, ("-ac", "2", "-c:a", "aac", "-b:a", "96k", "-movflags", "+faststart")),
 }
 

@@ -15,7 +15,7 @@ from app import app
 from tests.audio_tools import decode, offset_of
 from tests.conftest import CLIPS_BUCKET, EPISODE
 
-RATES = {"mpeg2_mono": 22050}
+RATES = {"mpeg2_mono": 22050, "mpeg2_24k_vbr": 24000, "mpeg25_mono": 11025}
 POSITIONS = {"start": (0, 5000), "middle": (17017, 7000), "end": (38500, 5000)}  # the end clamps: sources last 40 s
 
 
@@ -34,7 +34,7 @@ def cut(s3, kind, start_ms, duration_ms):
 
 
 @pytest.mark.parametrize("position", POSITIONS)
-@pytest.mark.parametrize("kind", ["cbr", "vbr", "vbr_no_header", "mpeg2_mono", "big_id3"])
+@pytest.mark.parametrize("kind", ["cbr", "vbr", "vbr_no_header", "mpeg2_mono", "mpeg2_24k_vbr", "mpeg25_mono", "big_id3"])
 def test_mp3_clips_are_the_sources_samples_exactly(s3, episode, decoded_sources, kind, position):
     episode(kind)
     start_ms, want_ms = POSITIONS[position]
@@ -49,6 +49,20 @@ def test_mp3_clips_are_the_sources_samples_exactly(s3, episode, decoded_sources,
     assert body["duration_ms"] == round(expected * 1000 / rate)
     late = 529 if kind == "vbr_no_header" and start_ms == 0 else 0  # see chalicelib/mp3.py: no tag to skip less
     assert clip.samples[: expected - late] == source.samples[first + late: first + expected], "sample for sample"
+    assert_info_header_describes(data, expected, rate)
+
+
+def assert_info_header_describes(data: bytes, samples: int, rate: int) -> None:
+    """The clip's own Xing/Info frame counts its frames and bytes, so players show its true duration."""
+    from chalicelib import mp3
+    from chalicelib.audio import tagged_duration_ms
+
+    layout = mp3.parse_layout(data[:16384], 0)
+    frames = list(mp3.walk_frames(data, layout.audio_start))
+    assert layout.tag.frames == len(frames)
+    assert frames[-1][0] + frames[-1][1].length == len(data), "nothing after the last frame"
+    assert layout.tag.bytes == len(data)
+    assert tagged_duration_ms(data) == round(samples * 1000 / rate)
 
 
 @pytest.mark.parametrize("position", POSITIONS)
