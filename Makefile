@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1) python3; do \
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
-.PHONY: run test test-fast bench bench-quick venv clean
+.PHONY: run test test-fast bench bench-quick layer publish-layer infra deploy require-stage venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -34,6 +34,27 @@ bench: venv
 
 bench-quick: venv
 	$(PY) -m bench.run --quick
+
+# ---- deployment (see README "Deploy to AWS"): infra, layer, publish-layer, deploy, in that order.
+layer: venv
+	$(PY) layers/ffmpeg/build.py
+
+publish-layer: require-stage layer
+	$(PY) layers/ffmpeg/publish.py $(STAGE)
+
+infra: require-stage venv
+	$(PY) infra/deploy.py $(STAGE)
+
+# Chalice takes the Lambda runtime from the interpreter it runs in: refuse anything older than 3.12.
+deploy: require-stage venv
+	@$(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 12) else \
+	  "make deploy needs Python 3.12 or newer: Chalice deploys the Lambda runtime of the interpreter it runs in, " \
+	  "and this .venv has %d.%d (python3.11 on Lambda is deprecated, and the FFmpeg layer needs Amazon Linux 2023). " \
+	  "Rebuild it: make clean && make venv PYTHON=/path/to/python3.12" % v)'
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+
+require-stage:
+	@case "$(STAGE)" in dev|prod) ;; *) echo "Set STAGE=dev or STAGE=prod" >&2; exit 2;; esac
 
 clean:
 	rm -rf $(VENV) .pytest_cache .local

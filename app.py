@@ -5,7 +5,7 @@ from chalicelib import api, cleanup, health, logs, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
-settings = wiring.current().settings  # read and validated at start: a bad variable fails here, by name
+settings = wiring.current().declared  # read and validated at start: a bad variable fails here, by name
 
 
 @app.middleware("http")

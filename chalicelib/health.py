@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -303,6 +304,12 @@ def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume:
     return outcome
 
 
+def metric_service() -> str:
+    """The metrics' Service dimension: the app and stage (``audio-clips-prod``), from the function's own name."""
+    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "audio-clips")
+    return function[: -len("-health_check")] if function.endswith("-health_check") else function
+
+
 def emit_metrics(outcome: Outcome) -> None:
     """CloudWatch embedded metric format: a log line that CloudWatch turns into metrics, no API call."""
     metrics = [{"Name": "MongoPingOk", "Unit": "Count"}, {"Name": "MongoPingLatencyMs", "Unit": "Milliseconds"}]
@@ -310,7 +317,7 @@ def emit_metrics(outcome: Outcome) -> None:
     if outcome.atlas_paused is not None:
         metrics.append({"Name": "AtlasClusterPaused", "Unit": "Count"})
         values["AtlasClusterPaused"] = 1 if outcome.atlas_paused else 0
-    logs.emit(log, logging.INFO, event="health_metrics", Service="audio-clips", diagnosis=outcome.diagnosis, **values,
+    logs.emit(log, logging.INFO, event="health_metrics", Service=metric_service(), diagnosis=outcome.diagnosis, **values,
               _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
                   {"Namespace": METRIC_NAMESPACE, "Dimensions": [["Service"]], "Metrics": metrics}]})
 

@@ -11,8 +11,13 @@ from chalicelib.settings import Settings
 
 
 class Wiring:
-    def __init__(self, settings: Settings):
-        self.settings = settings
+    def __init__(self, declared: Settings):
+        self.declared = declared  # as the environment states them: validated, no I/O (app.py reads these at import)
+
+    @functools.cached_property
+    def settings(self) -> Settings:
+        """The declared settings with secrets named by SSM parameters fetched: once per process, on first use."""
+        return self.declared.with_secrets(fetch_ssm_parameters)
 
     @functools.cached_property
     def s3(self):
@@ -76,7 +81,7 @@ class Wiring:
 
 @functools.lru_cache(maxsize=1)
 def current() -> Wiring:
-    return Wiring(Settings.from_env().with_secrets(fetch_ssm_parameters))
+    return Wiring(Settings.from_env())
 
 
 def fetch_ssm_parameters(names):

@@ -64,7 +64,7 @@ def test_a_missing_ssm_parameter_fails_naming_it(monkeypatch):
         monkeypatch.setenv("MONGODB_URI_SSM_PARAMETER", "/nope")
         wiring.reset()
         with pytest.raises(ConfigurationError, match="/nope"):
-            wiring.current()
+            wiring.current().settings
 
 
 @pytest.mark.parametrize("env, names", [

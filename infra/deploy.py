@@ -1,0 +1,92 @@
+"""`make infra STAGE=dev|prod`: deploy infra/template.yaml (what Chalice does not own) as the stack
+``audio-clips-infra-<stage>`` and record its outputs into the stage's environment variables in
+.chalice/config.json, the way chalice-workshop's recordresources.py does. boto3 honours AWS_ENDPOINT_URL."""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+import boto3
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
+CONFIG = os.path.join(ROOT, ".chalice", "config.json")
+RECORDED = {  # stack output -> environment variable of the stage
+    "ClipsBucketName": "CLIPS_BUCKET",
+    "AlertTopicArn": "ALERT_TOPIC_ARN",
+    "LayerArtifactsBucketName": "LAYER_ARTIFACTS_BUCKET",
+}
+
+
+def stack_name(stage: str) -> str:
+    return f"audio-clips-infra-{stage}"
+
+
+def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int) -> dict:
+    """Create or update the stack, wait for it, and return its outputs."""
+    name = stack_name(stage)
+    parameters = [
+        {"ParameterKey": "Stage", "ParameterValue": stage},
+        {"ParameterKey": "ClipsBucketName", "ParameterValue": clips_bucket},
+        {"ParameterKey": "ClipRetentionDays", "ParameterValue": str(retention_days)},
+    ]
+    with open(TEMPLATE) as handle:
+        body = handle.read()
+    try:
+        cloudformation.describe_stacks(StackName=name)
+        exists = True
+    except cloudformation.exceptions.ClientError:
+        exists = False
+    if exists:
+        try:
+            cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters)
+            cloudformation.get_waiter("stack_update_complete").wait(StackName=name)
+        except cloudformation.exceptions.ClientError as error:
+            if "No updates are to be performed" not in str(error):
+                raise
+    else:
+        cloudformation.create_stack(StackName=name, TemplateBody=body, Parameters=parameters)
+        cloudformation.get_waiter("stack_create_complete").wait(StackName=name)
+    stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
+    return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
+
+
+def record_environment(config_path: str, stage: str, values: dict) -> None:
+    """Set environment variables of one stage in a Chalice config file, leaving the rest as it was."""
+    update_config(config_path, lambda config: config["stages"].setdefault(stage, {})
+                  .setdefault("environment_variables", {}).update(values))
+
+
+def update_config(config_path: str, change) -> None:
+    with open(config_path) as handle:
+        config = json.load(handle)
+    change(config)
+    with open(config_path, "w") as handle:
+        json.dump(config, handle, indent=2)
+        handle.write("\n")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("stage", choices=["dev", "prod"])
+    parser.add_argument("--retention-days", type=int, default=90)
+    parser.add_argument("--config", default=CONFIG)
+    args = parser.parse_args()
+    with open(args.config) as handle:
+        environment = json.load(handle)["stages"][args.stage].get("environment_variables", {})
+    clips_bucket = environment.get("CLIPS_BUCKET")
+    if not clips_bucket:
+        print(f"CLIPS_BUCKET is not set for stage {args.stage} in {args.config}", file=sys.stderr)
+        return 2
+    outputs = deploy(boto3.client("cloudformation"), args.stage, clips_bucket, args.retention_days)
+    values = {variable: outputs[output] for output, variable in RECORDED.items() if output in outputs}
+    record_environment(args.config, args.stage, values)
+    for variable, value in values.items():
+        print(f"{args.stage}: {variable}={value}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
