@@ -170,14 +170,9 @@ class ClipStore:
         self.url_ttl_seconds = url_ttl_seconds
 
     def lookup(self, key: str) -> Optional[StoredClip]:
-        try:
-            head = self._s3.head_object(Bucket=self.bucket, Key=key)
-        except ClientError as error:
-            if _code(error) in _MISSING:
-                return None
-            raise _unavailable("reading the clip cache", error) from None
-        except BotoCoreError as error:
-            raise _unavailable("reading the clip cache", error) from None
+        head = self._head(self.bucket, key, "reading the clip cache")
+        if head is None:
+            return None
         meta = head.get("Metadata", {})
         try:
             return StoredClip(
@@ -192,14 +187,18 @@ class ClipStore:
 
     def current_etag(self, bucket: str, key: str) -> Optional[str]:
         """The source object's ETag now, or None when it is gone."""
+        head = self._head(bucket, key, "reading the source audio")
+        return head["ETag"] if head else None
+
+    def _head(self, bucket: str, key: str, action: str) -> Optional[dict]:
         try:
-            return self._s3.head_object(Bucket=bucket, Key=key)["ETag"]
+            return self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _code(error) in _MISSING:
                 return None
-            raise _unavailable("reading the source audio", error) from None
+            raise _unavailable(action, error) from None
         except BotoCoreError as error:
-            raise _unavailable("reading the source audio", error) from None
+            raise _unavailable(action, error) from None
 
     def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
             replacing: bool) -> bool:
