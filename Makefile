@@ -40,7 +40,7 @@ layer: venv
 	$(PY) layers/ffmpeg/build.py
 
 publish-layer: require-stage layer
-	$(PY) layers/ffmpeg/publish.py $(STAGE)
+	$(PY) layers/ffmpeg/publish.py $(STAGE) $(if $(BUCKET),--bucket $(BUCKET))
 
 infra: require-stage venv
 	$(PY) infra/deploy.py $(STAGE)

@@ -1,0 +1,130 @@
+"""Publish the built FFmpeg layer for a stage and record its ARN in .chalice/config.json.
+
+    .venv/bin/python layers/ffmpeg/publish.py STAGE [--bucket ARTIFACTS_BUCKET] [--config .chalice/config.json]
+
+Uploads dist/ffmpeg-layer.zip (over Lambda's 50 MB direct-upload limit) to
+s3://BUCKET/layers/ffmpeg/<zip sha256>.zip, publishes it as a version of the layer audio-clips-ffmpeg-STAGE
+(x86_64; python3.12 and python3.13), then sets stages.STAGE.lambda_functions.api_handler.layers to [that ARN].
+The bucket is --bucket, else the stage's LAYER_ARTIFACTS_BUCKET environment variable in the config.
+boto3 takes credentials, region and AWS_ENDPOINT_URL from the environment as usual.
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+from pathlib import Path
+
+import boto3
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip: Chalice deploys x86_64 functions
+RUNTIMES = ["python3.12", "python3.13"]  # the wheel needs glibc 2.28 (Amazon Linux 2023), so not python3.11
+
+
+class PublishError(Exception):
+    pass
+
+
+def artifacts_bucket(config: dict, stage: str, flag: str | None) -> str:
+    """--bucket if given, else LAYER_ARTIFACTS_BUCKET from the stage's (or the top-level) environment_variables."""
+    if flag:
+        return flag
+    stage_env = config["stages"][stage].get("environment_variables", {})
+    bucket = stage_env.get("LAYER_ARTIFACTS_BUCKET") or config.get("environment_variables", {}).get("LAYER_ARTIFACTS_BUCKET")
+    if not bucket:
+        raise PublishError(f"no artifacts bucket: pass --bucket, or set LAYER_ARTIFACTS_BUCKET in stage {stage!r}'s "
+                           f"environment_variables (make infra records it)")
+    return bucket
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def load_manifest(zip_path: Path) -> dict:
+    """What build.py wrote beside the zip; refuses a zip that is missing or does not match it."""
+    manifest_path = zip_path.with_suffix(".json")
+    if not zip_path.exists() or not manifest_path.exists():
+        raise PublishError(f"{zip_path} or {manifest_path.name} is missing: run `make layer` first")
+    manifest = json.loads(manifest_path.read_text())
+    if sha256_of(zip_path) != manifest["zip_sha256"]:
+        raise PublishError(f"{zip_path} does not match {manifest_path.name}: run `make layer` again")
+    if not manifest.get("license"):
+        raise PublishError(f"{manifest_path.name} has no license: the build could not check FFmpeg's configuration")
+    return manifest
+
+
+def upload(s3, zip_path: Path, bucket: str, key: str) -> None:
+    """Uploads unless the same object is already there (the key is the zip's sha256)."""
+    try:
+        if s3.head_object(Bucket=bucket, Key=key)["ContentLength"] == zip_path.stat().st_size:
+            print(f"already uploaded: s3://{bucket}/{key}")
+            return
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
+            raise
+    print(f"uploading {zip_path} to s3://{bucket}/{key}", flush=True)
+    s3.upload_file(str(zip_path), bucket, key)
+
+
+def publish(lambda_client, stage: str, bucket: str, key: str, manifest: dict) -> str:
+    description = (f"FFmpeg {manifest['ffmpeg_version']} from {manifest['wheel']} "
+                   f"sha256 {manifest['wheel_sha256']}")[:256]
+    response = lambda_client.publish_layer_version(
+        LayerName=f"audio-clips-ffmpeg-{stage}",
+        Content={"S3Bucket": bucket, "S3Key": key},
+        CompatibleRuntimes=RUNTIMES,
+        CompatibleArchitectures=[manifest["arch"]],
+        Description=description,
+        LicenseInfo=manifest["license"],
+    )
+    return response["LayerVersionArn"]
+
+
+def record_layer(config_path: Path, stage: str, arn: str) -> None:
+    """Sets stages.STAGE.lambda_functions.api_handler.layers = [arn], keeping the rest of the file as it was."""
+    config = json.loads(config_path.read_text())
+    functions = config["stages"][stage].setdefault("lambda_functions", {})
+    functions.setdefault("api_handler", {})["layers"] = [arn]
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("stage")
+    parser.add_argument("--bucket", help="artifacts bucket (default: the stage's LAYER_ARTIFACTS_BUCKET)")
+    parser.add_argument("--config", type=Path, default=REPO / ".chalice" / "config.json")
+    parser.add_argument("--dist-dir", type=Path, default=HERE / "dist", help="where build.py wrote the zip")
+    args = parser.parse_args(argv)
+    try:
+        config = json.loads(args.config.read_text())
+        if args.stage not in config.get("stages", {}):
+            raise PublishError(f"stage {args.stage!r} is not in {args.config} (has: {', '.join(config.get('stages', {}))})")
+        bucket = artifacts_bucket(config, args.stage, args.bucket)
+        zip_path = args.dist_dir / ZIP_NAME
+        manifest = load_manifest(zip_path)
+        key = f"layers/ffmpeg/{manifest['zip_sha256']}.zip"
+        try:
+            upload(boto3.client("s3"), zip_path, bucket, key)
+            arn = publish(boto3.client("lambda"), args.stage, bucket, key, manifest)
+        except (BotoCoreError, ClientError, S3UploadFailedError) as error:
+            raise PublishError(f"AWS call failed: {error}") from error
+        record_layer(args.config, args.stage, arn)
+    except PublishError as error:
+        print(f"publish.py: error: {error}", file=sys.stderr)
+        return 1
+    print(f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
