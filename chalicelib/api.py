@@ -77,7 +77,7 @@ def clip_response(result: ClipResult, redirect: bool) -> Response:
         episode_id=result.episode_id, cache_hit=result.cache_hit, method=result.method,
         start_time_ms=result.start_ms, duration_ms=result.duration_ms, source_bytes_read=result.source_bytes_read,
         source_requests=result.source_requests, clip_bytes=result.clip_bytes,
-        regenerated_stale=result.regenerated_stale, timings_ms=result.timings_ms,
+        regenerated_stale=result.regenerated_stale, index_built=result.index_built, timings_ms=result.timings_ms,
     )
     if redirect:
         return Response(body="", status_code=302, headers={"Location": result.clip_url, "Cache-Control": "no-store"})

@@ -44,6 +44,7 @@ class ClipResult:
     source_requests: int = 0
     clip_bytes: Optional[int] = None
     regenerated_stale: bool = False
+    index_built: bool = False  # this miss scanned the episode to build its seek index
     timings_ms: Dict[str, float] = field(default_factory=dict)
 
 
@@ -92,6 +93,7 @@ class ClipService:
             source_requests=audio.requests,
             clip_bytes=len(clip.data),
             regenerated_stale=stale,
+            index_built=clip.index_built,
             timings_ms=timer.laps,
         )
 

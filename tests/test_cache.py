@@ -173,12 +173,13 @@ def test_a_cbr_miss_reads_the_clip_not_the_episode(s3, episode, long_sources, ca
 
 
 @pytest.mark.slow
-def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, episode, long_sources):
+def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, episode, long_sources, caplog):
     episode("vbr", data=long_sources["vbr"].data)
     get_object_bytes = count_get_object_bytes()
     size = os.path.getsize(long_sources["vbr"].path)
     assert get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms=1000&duration_ms=5000")[0].status_code == 200
     assert sum(get_object_bytes) >= size, "the first miss scans the episode once to build its seek index"
+    assert logged_request(caplog)["index_built"] is True
     index = s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/seek-index.json")["Body"].read()
     assert len(index) < 20_000
     for start_ms in (300_000, 590_000):
@@ -188,4 +189,5 @@ def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, e
         clip = s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/{start_ms}-{start_ms + 5000}.mp3")["Body"].read()
         read = sum(get_object_bytes)
         assert read <= len(clip) + 256 * 1024
+        assert logged_request(caplog)["index_built"] is False
         assert abs(decode(clip).duration_ms - 5000) <= FRAME_MS
