@@ -9,8 +9,8 @@ settings = wiring.current().declared  # read and validated at start: a bad varia
 
 
 @app.middleware("http")
-def contract_errors_and_request_log(event, get_response):
-    return api.serve(event, get_response)
+def contract_errors_cors_and_request_log(event, get_response):
+    return api.serve(event, get_response, wiring.current().declared.cors_allow_origins)
 
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
@@ -18,6 +18,11 @@ def get_audio_clip(episode_id):
     request = api.parse_clip_request(episode_id, app.current_request.query_params, wiring.current().settings.max_clip_ms)
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
     return api.clip_response(result, request.redirect)
+
+
+@app.route("/api/v1/audio_clips/{episode_id}", methods=["OPTIONS"])
+def audio_clip_preflight(episode_id):
+    return api.preflight()
 
 
 @app.route("/api/v1/health", methods=["GET"])

@@ -93,6 +93,30 @@ def clip_response(result: ClipResult, redirect: bool) -> Response:
     return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
 
 
+def cors_headers(origin: Optional[str], allowed_origins) -> Dict[str, str]:
+    if not origin or not allowed_origins:
+        return {}
+    if "*" in allowed_origins:
+        allow = "*"
+    elif origin.rstrip("/") in allowed_origins:
+        allow = origin
+    else:
+        return {"Vary": "Origin"}
+    return {
+        "Access-Control-Allow-Origin": allow,
+        "Access-Control-Allow-Methods": "GET, OPTIONS",
+        "Access-Control-Allow-Headers": "Content-Type, X-Api-Key",
+        "Access-Control-Expose-Headers": "Retry-After",
+        "Access-Control-Max-Age": "600",
+        "Vary": "Origin",
+    }
+
+
+def preflight() -> Response:
+    """The answer to a browser's OPTIONS preflight; the middleware adds the CORS headers if the origin may call."""
+    return Response(body="", status_code=204)
+
+
 def error_response(error: ServiceError) -> Response:
     return Response(body=error_body(error), status_code=error.status, headers=error.headers)
 
@@ -117,8 +141,9 @@ def note(**fields: Any) -> None:
         current.fields.update({k: v for k, v in fields.items() if v is not None})
 
 
-def serve(request: Any, get_response: Callable[[Any], Response]) -> Response:
-    """The HTTP middleware: maps ServiceError to the contract's JSON answer and logs one line per request."""
+def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins=()) -> Response:
+    """The HTTP middleware: maps ServiceError to the contract's JSON answer, adds CORS headers for allowed browser
+    origins (errors included, so a web client can read them), and logs one line per request."""
     context = getattr(request, "lambda_context", None)
     request_id = getattr(context, "aws_request_id", None) or (request.context or {}).get("requestId") or str(uuid.uuid4())
     id_token = logs.request_id.set(request_id)
@@ -129,6 +154,7 @@ def serve(request: Any, get_response: Callable[[Any], Response]) -> Response:
         except ServiceError as error:
             response = error_response(error)
             note(error=error.code, message=error.message, detail=error.detail)
+        response.headers.update(cors_headers((request.headers or {}).get("origin"), allowed_origins))
         state = _current.get()
         state.fields["status"] = response.status_code
         state.fields["total_ms"] = round((time.perf_counter() - state.started) * 1000, 1)

@@ -85,7 +85,10 @@ def open_catalog(settings: Settings) -> Catalog:
     from pymongo.errors import PyMongoError  # mongomock raises pymongo's errors too
 
     if settings.mongodb_uri:
-        client = mongo_client(settings)
+        try:  # a mongodb+srv URI resolves its SRV records here: a DNS outage must be a 503 too
+            client = mongo_client(settings)
+        except PyMongoError as error:
+            raise Catalog(None, settings.mongodb_retry_after_seconds)._unavailable(error) from None
     else:
         client = embedded_client(settings.local_catalog_file, settings.mongodb_db)
     return Catalog(client[settings.mongodb_db][COLLECTION], settings.mongodb_retry_after_seconds, (PyMongoError,))

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field, replace
-from typing import Dict, Mapping, Optional
+from typing import Dict, Mapping, Optional, Tuple
 
 from chalicelib.errors import ConfigurationError
 
@@ -44,6 +44,7 @@ class Settings:
     mongodb_retry_after_seconds: int = 30
     health_check_rate_minutes: int = 5
     health_ping_budget_ms: int = 3_000
+    cors_allow_origins: Tuple[str, ...] = ()  # browser origins allowed to read answers; ("*",) for any
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
 
@@ -113,6 +114,8 @@ class Settings:
             mongodb_retry_after_seconds=integer("MONGODB_RETRY_AFTER_SECONDS", cls.mongodb_retry_after_seconds, 1, 3_600),
             health_check_rate_minutes=integer("HEALTH_CHECK_RATE_MINUTES", cls.health_check_rate_minutes, 1, 1_440),
             health_ping_budget_ms=integer("HEALTH_PING_BUDGET_MS", cls.health_ping_budget_ms, 200, 10_000),
+            cors_allow_origins=tuple(o.strip().rstrip("/") for o in (text("CORS_ALLOW_ORIGINS", "") or "").split(",")
+                                     if o.strip()),
             atlas=atlas,
             secret_parameters=parameters or None,
         )

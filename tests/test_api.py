@@ -194,6 +194,15 @@ def test_an_unreachable_catalog_is_a_503_with_retry_after(client, s3, monkeypatc
     assert "127.0.0.1" not in body["Message"]
 
 
+def test_an_unresolvable_srv_record_is_a_503_not_a_500(client, s3, monkeypatch):
+    monkeypatch.setenv("MONGODB_URI", "mongodb+srv://user:pw@cluster0.no-such-host.invalid/")
+    response, body = get(client, f"{ROUTE}{EPISODE}?start_time_ms=0")
+    assert response.status_code == 503 and "Retry-After" in response.headers
+    assert "no-such-host" not in body["Message"] and "pw" not in body["Message"]
+    monkeypatch.setenv("MONGODB_URI", "mongodb+srv://user:pw@cluster0.no-such-host.invalid/")
+    assert get(client, f"{ROUTE}{EPISODE}?start_time_ms=0")[0].status_code == 503, "and again: nothing cached"
+
+
 def test_anything_else_is_a_500_without_internals(client, s3, episode, monkeypatch):
     episode("cbr")
     from chalicelib import clips
