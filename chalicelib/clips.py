@@ -6,10 +6,12 @@ HEAD of the source tells whether it is still current. MongoDB is asked only on a
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Dict, Optional
+from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio import ClipAudio, Mp3Source, cut_mp3, tagged_duration_ms
 from chalicelib.catalog import Catalog
@@ -54,20 +56,35 @@ class ClipService:
         self._clips = clips
         self._catalog = catalog  # created on first use: a hit never loads pymongo
         self._ffmpeg = ffmpeg
+        self._flights = _Flights()
 
     def get_clip(self, request: ClipRequest, deadline: float) -> ClipResult:
         timer = _Timer()
+        hit, stale = self._cached(request, timer)
+        if hit:
+            return hit
+        with self._flights.hold(request.key) as waited:
+            if waited:  # the same clip was being cut in this process: it is probably there now
+                hit, stale = self._cached(request, timer)
+                if hit:
+                    return hit
+            return self._generate(request, deadline, timer, stale)
+
+    def _cached(self, request: ClipRequest, timer: "_Timer") -> Tuple[Optional[ClipResult], bool]:
+        """(the hit, None) when a current clip is cached; (None, stale) otherwise."""
         stored = self._clips.lookup(request.key)
-        stale = False
-        if stored is not None:
-            current = self._clips.current_etag(stored.source_bucket, stored.source_key)
+        if stored is None:
             timer.lap("cache_lookup")
-            if current == stored.source_etag:
-                url, expires = self._clips.presign(request.key)
-                return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
-                                  timings_ms=timer.laps)
-            stale = True
+            return None, False
+        current = self._clips.current_etag(stored.source_bucket, stored.source_key)
         timer.lap("cache_lookup")
+        if current != stored.source_etag:
+            return None, True
+        url, expires = self._clips.presign(request.key)
+        return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
+                          timings_ms=timer.laps), False
+
+    def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
         episode = self._catalog().find_episode(request.episode_id)
         timer.lap("catalog")
         for attempt in (1, 2):
@@ -130,3 +147,29 @@ class _Timer:
         now = time.perf_counter()
         self.laps[name] = round(self.laps.get(name, 0.0) + (now - self._last) * 1000, 1)
         self._last = now
+
+
+class _Flights:
+    """One generation per clip key at a time in this process; other requests for it wait, then find it cached.
+    Across processes the conditional PUT decides which clip is kept."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._held: Dict[str, list] = {}  # key -> [lock, number of requests holding or waiting]
+
+    @contextmanager
+    def hold(self, key: str) -> Iterator[bool]:
+        with self._lock:
+            entry = self._held.setdefault(key, [threading.Lock(), 0])
+            entry[1] += 1
+        waited = not entry[0].acquire(blocking=False)
+        if waited:
+            entry[0].acquire()
+        try:
+            yield waited
+        finally:
+            entry[0].release()
+            with self._lock:
+                entry[1] -= 1
+                if not entry[1]:
+                    del self._held[key]

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 
 import pytest
 from chalice.test import Client
@@ -191,3 +192,40 @@ def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, e
         assert read <= len(clip) + 256 * 1024
         assert logged_request(caplog)["index_built"] is False
         assert abs(decode(clip).duration_ms - 5000) <= FRAME_MS
+
+
+def test_identical_concurrent_misses_cut_once_and_all_answer(s3, episode, monkeypatch):
+    import threading
+
+    from chalicelib import audio
+    from chalicelib.clips import ClipRequest
+
+    episode("cbr")
+    cuts = []
+    original = audio.cut_mp3
+
+    def counting_cut(*args, **kwargs):
+        cuts.append(1)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr("chalicelib.clips.cut_mp3", counting_cut)
+    service = wiring.current().clips
+    barrier = threading.Barrier(12)
+    results, errors = [], []
+
+    def request():
+        barrier.wait()
+        try:
+            results.append(service.get_clip(ClipRequest(EPISODE, 1000, 3000), time.monotonic() + 20))
+        except Exception as error:  # noqa: BLE001 - collected and asserted below
+            errors.append(error)
+
+    threads = [threading.Thread(target=request) for _ in range(12)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert errors == [] and len(results) == 12
+    assert len(cuts) == 1, "one generation for twelve identical requests"
+    assert sum(not r.cache_hit for r in results) == 1 and all(r.duration_ms == 3000 for r in results)
+    assert clip_objects(s3) == [KEY]
