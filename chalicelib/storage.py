@@ -114,11 +114,11 @@ class SourceAudio:
         for attempt in range(READ_ATTEMPTS):
             try:
                 return self._get(f"bytes={start}-{end - 1}")
-            except SourceChanged:
-                raise
-            except (ClientError, BotoCoreError) as error:
-                if isinstance(error, ClientError) and _code(error) in _MISSING:
+            except ClientError as error:  # botocore has already retried throttling and 5xx answers
+                if _code(error) in _MISSING:
                     raise NotFound("The episode's source audio is missing from storage") from None
+                raise _unavailable("reading the source audio", error) from None
+            except BotoCoreError as error:  # a connection reset or timeout mid-body, which botocore does not retry
                 if attempt == READ_ATTEMPTS - 1:
                     raise _unavailable("reading the source audio", error) from None
                 time.sleep(0.1 * 3**attempt)

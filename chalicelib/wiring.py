@@ -28,7 +28,7 @@ class Wiring:
             signature_version="s3v4",
             connect_timeout=2,
             read_timeout=5,
-            retries={"mode": "standard", "max_attempts": 3},
+            retries={"mode": "standard", "total_max_attempts": 3},
             s3={"us_east_1_regional_endpoint": "regional"},
         )
         return boto3.client("s3", region_name=self.settings.aws_region, config=config)
