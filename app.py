@@ -25,10 +25,14 @@ def audio_clip_preflight(episode_id):
     return api.preflight()
 
 
+@app.route("/api/v1/openapi.json", methods=["GET"])
+def openapi():
+    return api.openapi_document()
+
+
 @app.route("/api/v1/health", methods=["GET"])
 def get_health():
-    deep = (app.current_request.query_params or {}).get("deep", "").lower() == "true"
-    return api.health_response(wiring.current(), deep)
+    return api.health_response(wiring.current(), api.boolean(app.current_request.query_params, "deep"))
 
 
 @app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])

@@ -1,13 +1,17 @@
 """The HTTP face of the service: parameters in, the contract's answers out, and one log line per request."""
 from __future__ import annotations
 
+import functools
+import json
 import logging
+import os
 import re
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Dict, Mapping, Optional
+from urllib.parse import unquote
 
 from chalice import Response
 
@@ -32,6 +36,7 @@ class ParsedClipRequest:
 
 def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_clip_ms: int) -> ParsedClipRequest:
     """Validate everything the client sent before any I/O; BadRequest names the parameter and what is allowed."""
+    episode_id = unquote(episode_id or "")  # a client may send substack%3A123; '%' is never part of an id
     if not is_episode_id(episode_id):
         raise BadRequest(
             "episode_id must be 1 to 200 characters from A-Z, a-z, 0-9, '.', '_', ':' and '-' "
@@ -40,15 +45,19 @@ def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_
     query = query or {}
     start = _integer(query, "start_time_ms", None, 0, None)
     duration = _integer(query, "duration_ms", DEFAULT_CLIP_MS, MIN_CLIP_MS, max_clip_ms)
-    redirect = (query.get("redirect") or "false").lower()
-    if redirect not in ("true", "false"):
-        raise BadRequest(f"redirect must be 'true' or 'false', got {query['redirect'][:20]!r}")
-    return ParsedClipRequest(ClipRequest(episode_id, start, duration), redirect == "true")
+    return ParsedClipRequest(ClipRequest(episode_id, start, duration), boolean(query, "redirect"))
+
+
+def boolean(query: Optional[Mapping[str, str]], name: str) -> bool:
+    raw = (query or {}).get(name, "false")
+    if raw.lower() not in ("true", "false"):
+        raise BadRequest(f"{name} must be 'true' or 'false', got {raw[:20]!r}")
+    return raw.lower() == "true"
 
 
 def _integer(query: Mapping[str, str], name: str, default: Optional[int], low: int, high: Optional[int]) -> int:
     raw = query.get(name)
-    if raw is None or raw == "":
+    if raw is None:
         if default is None:
             raise BadRequest(f"{name} is required: an integer >= {low}")
         return default
@@ -191,3 +200,10 @@ def health_response(wiring: Any, deep: bool) -> Response:
         body.update(status="unavailable", problems=problems)
         return Response(body=body, status_code=503, headers={"Retry-After": "30"})
     return Response(body=body, status_code=200)
+
+
+@functools.lru_cache(maxsize=1)
+def openapi_document() -> Dict[str, Any]:
+    """The API's OpenAPI 3 description, kept beside this module (and checked against the service by schemathesis)."""
+    with open(os.path.join(os.path.dirname(__file__), "openapi.json"), encoding="utf-8") as handle:
+        return json.load(handle)

@@ -176,9 +176,25 @@ def _locate_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[Loca
     found = mp3.find_frame(data, max(0, expected - read_from - slack), expected - read_from + slack + 1)
     frames = _take(data, found, last_frame - first_frame) if found is not None else None
     if frames is None:
+        _refuse_if_truncated(source, round((source.audio.source.size - layout.audio_start) / exact) * header.samples,
+                             begin + count + layout.start_skip)
         log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
         return None
     return Located(first_frame, frames, first_sample, count, "mp3-cbr")
+
+
+def _refuse_if_truncated(source: Mp3Source, available: int, needed: int) -> None:
+    """A file cut short (its tag announces more frames than it holds) cannot give audio past where it ends."""
+    layout = source.layout
+    tag, header = layout.tag, layout.first
+    announced = (tag.frames or 0) * header.samples if tag else 0
+    truncated = announced and (tag.bytes and source.audio.source.size < tag.bytes or available < announced)
+    if truncated and needed > available:
+        holds = max(available - layout.start_skip, 0)
+        raise Undecodable(
+            f"The episode's source audio is truncated: it holds {duration_ms(holds, header.sample_rate)} ms "
+            f"of the {duration_ms(announced - layout.gapless_trim, header.sample_rate)} ms its header announces"
+        )
 
 
 def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
@@ -191,6 +207,10 @@ def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.F
 
 
 def _locate_indexed(source: Mp3Source, index: SeekIndex, start_ms: int, want_ms: int) -> Located:
+    tag = source.layout.tag
+    if tag is not None and tag.frames and tag.frames > index.frames:
+        _refuse_if_truncated(source, index.frames * index.samples_per_frame,
+                             round((start_ms + min(want_ms, 1)) * index.sample_rate / 1000) + index.start_skip)
     begin, count = plan_samples(start_ms, want_ms, index.duration_samples, index.sample_rate)
     first_sample = begin + index.start_skip
     first_frame, last_frame = _frame_span(source.layout.first, first_sample, count, index.frames)

@@ -19,7 +19,8 @@ log = logging.getLogger(__name__)
 LAYER_FFMPEG = "/opt/bin/ffmpeg"
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _HTTP_MISSING = re.compile(r"HTTP error 404|Server returned 404")
-_HTTP_FAULT = re.compile(r"HTTP error|Server returned|Connection refused|Connection timed out|timed out|I/O error")
+_HTTP_FAULT = re.compile(r"HTTP error|Server returned|Connection refused|Connection reset|Connection timed out|timed out|"
+                         r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable")
 
 
 def find_ffmpeg(explicit: Optional[str]) -> Optional[str]:

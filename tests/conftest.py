@@ -8,6 +8,7 @@ from typing import Dict, Iterator
 
 import boto3
 import pytest
+import requests
 from moto import mock_aws
 
 from chalicelib import wiring
@@ -133,11 +134,17 @@ def moto_server(monkeypatch):
     try:
         wait_for_port(port)
         endpoint = f"http://127.0.0.1:{port}"
+        reset_moto(endpoint)  # moto keeps its state per process: every server in it shares what tests left
         monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
         wiring.reset()
         client = boto3.client("s3", region_name="us-east-1", endpoint_url=endpoint)
         client.create_bucket(Bucket=SOURCE_BUCKET)
         client.create_bucket(Bucket=CLIPS_BUCKET)
         yield client
+        reset_moto(endpoint)
     finally:
         server.stop()
+
+
+def reset_moto(endpoint: str) -> None:
+    requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()

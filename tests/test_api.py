@@ -103,15 +103,16 @@ def test_a_start_at_or_beyond_the_end_is_a_400_stating_the_duration(client, s3, 
 
 @pytest.mark.parametrize("episode_id", [
     "0e983347-7815-4b62-87a6-84d988a772b7", "substack:123456", "flightcast:abc-def", "a", "x" * 200, "v1.2_3",
+    "substack%3A123456",
 ])
 def test_well_formed_episode_ids_reach_the_catalog(client, s3, catalog_file, episode_id):
     catalog_file([])
     response, body = get(client, f"{ROUTE}{episode_id}?start_time_ms=0")
     assert response.status_code == 404
-    assert body["Code"] == "NotFoundError" and episode_id in body["Message"]
+    assert body["Code"] == "NotFoundError" and episode_id.replace("%3A", ":") in body["Message"]
 
 
-@pytest.mark.parametrize("episode_id", ["x" * 201, "has%20space", "semi%3Bcolon", "slash%2Fslash", "quote%27", "%00",
+@pytest.mark.parametrize("episode_id", ["x" * 201, "has%20space", "semi%3Bcolon", "slash%2Fslash", "quote%27", "%00", "%2E%2E", "pct%2541",
                                         "..", ".", "%C3%A9t%C3%A9"])
 def test_a_malformed_episode_id_is_a_400_before_any_io(client, s3, monkeypatch, episode_id):
     monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100")  # would fail loudly
@@ -135,6 +136,8 @@ def test_a_malformed_episode_id_is_a_400_before_any_io(client, s3, monkeypatch, 
     ("start_time_ms=0&duration_ms=-5", "duration_ms"),
     ("start_time_ms=0&duration_ms=ten", "duration_ms"),
     ("start_time_ms=0&redirect=yes", "redirect"),
+    ("start_time_ms=0&redirect=", "redirect"),
+    ("start_time_ms=0&duration_ms=", "duration_ms"),
 ])
 def test_a_missing_or_malformed_parameter_is_a_400_naming_it(client, s3, episode, query, parameter):
     episode("cbr")
@@ -175,13 +178,17 @@ def test_an_episode_whose_source_audio_is_missing_is_a_404(client, s3, episode):
     b"<!DOCTYPE html><html><body>Not Found</body></html>" * 40,
     bytes(range(256)) * 400,
 ])
-def test_undecodable_source_audio_is_a_422_leaving_no_clip(client, s3, episode, garbage):
-    episode("cbr", data=garbage)
+def test_undecodable_source_audio_is_a_422_leaving_no_clip(client, moto_server, catalog_file, garbage):
+    from tests.conftest import episode_doc, source_key
+
+    key = source_key(EPISODE)  # over HTTP: FFmpeg really reads these bytes
+    moto_server.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=garbage)
+    catalog_file([episode_doc(EPISODE, key)])
     response, body = get(client, f"{ROUTE}{EPISODE}?start_time_ms=0&duration_ms=5000")
     assert response.status_code == 422
     assert body["Code"] == "UnprocessableEntityError"
     assert "decode" in body["Message"] or "empty" in body["Message"]
-    assert clip_objects(s3) == []
+    assert clip_objects(moto_server) == []
 
 
 def test_an_unreachable_catalog_is_a_503_with_retry_after(client, s3, monkeypatch):
@@ -221,6 +228,11 @@ def test_health_is_cheap_and_names_ffmpeg(client, monkeypatch):
     response, body = get(client, "/api/v1/health")
     assert response.status_code == 200
     assert body["status"] == "ok" and "version" in body["ffmpeg"] and body["ffmpeg"]["version"]
+
+
+def test_health_refuses_a_deep_that_is_not_a_boolean(client):
+    response, body = get(client, "/api/v1/health?deep=LPT1")
+    assert response.status_code == 400 and "deep" in body["Message"]
 
 
 def test_deep_health_pings_mongodb_and_s3(client, s3, catalog_file):
