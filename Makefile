@@ -6,13 +6,14 @@ PY := $(VENV)/bin/python
 PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/versions/3.12*/bin/python3.12 2>/dev/null | sort -V | tail -n 1) python3; do \
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
-.PHONY: run test test-fast bench bench-quick layer publish-layer infra deploy require-stage venv clean
+
+.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
 	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet pip==26.2.1  # chalice 1.34 packages with pip and requires pip<26.3
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $@
 
@@ -31,6 +32,17 @@ test-fast: venv
 bench: venv
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m bench.run
+
+# Not part of `make test`: N concurrent clients against `make run`'s stack (CLIENTS=8 SECONDS=20).
+load: venv
+	$(PY) bench/load.py --clients $(or $(CLIENTS),8) --seconds $(or $(SECONDS),20)
+
+# Known vulnerabilities in the pinned requirements. Accept a finding by adding its id, with the reason, to
+# .pip-audit-ignore. Needs pip-audit's vulnerability data (PyPI's JSON API or OSV): --strict fails when it can't
+# audit a package rather than report a false "no known vulnerabilities".
+audit: venv
+	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt \
+	  $$(grep -v '^\s*#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln " $$1}')
 
 bench-quick: venv
 	$(PY) -m bench.run --quick
