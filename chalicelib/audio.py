@@ -7,6 +7,7 @@ kept beside the clips. Anything else (M4A/AAC, or what is not MP3) goes to FFmpe
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -104,17 +105,20 @@ class _Recent:
     def __init__(self, size: int):
         self._items: "OrderedDict[tuple, SeekIndex]" = OrderedDict()
         self._size = size
+        self._lock = threading.Lock()  # chalice local serves requests on threads
 
     def get(self, key: tuple) -> Optional[SeekIndex]:
-        if key in self._items:
-            self._items.move_to_end(key)
-        return self._items.get(key)
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
 
     def put(self, key: tuple, index: SeekIndex) -> None:
-        self._items[key] = index
-        self._items.move_to_end(key)
-        while len(self._items) > self._size:
-            self._items.popitem(last=False)
+        with self._lock:
+            self._items[key] = index
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
 
 
 _recent_indexes = _Recent(16)
@@ -175,25 +179,26 @@ def _locate_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[Loca
     data = source.audio.read(read_from, layout.audio_start + round(last_frame * exact) + slack)
     found = mp3.find_frame(data, max(0, expected - read_from - slack), expected - read_from + slack + 1)
     frames = _take(data, found, last_frame - first_frame) if found is not None else None
+    if frames is not None and any(h.bitrate_index != header.bitrate_index for _, h in frames):
+        frames = None  # not constant after all: arithmetic could land on the wrong frame
     if frames is None:
-        _refuse_if_truncated(source, round((source.audio.source.size - layout.audio_start) / exact) * header.samples,
+        if layout.tag.bytes and source.audio.source.size < layout.tag.bytes:  # cut short: the tag says how long
+            _refuse_past_end(source, round((source.audio.source.size - layout.audio_start) / exact) * header.samples,
                              begin + count + layout.start_skip)
         log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
         return None
     return Located(first_frame, frames, first_sample, count, "mp3-cbr")
 
 
-def _refuse_if_truncated(source: Mp3Source, available: int, needed: int) -> None:
-    """A file cut short (its tag announces more frames than it holds) cannot give audio past where it ends."""
+def _refuse_past_end(source: Mp3Source, available: int, needed: int) -> None:
+    """In a file cut short (its tag announces more than it holds), nothing past where it ends can be served."""
     layout = source.layout
-    tag, header = layout.tag, layout.first
-    announced = (tag.frames or 0) * header.samples if tag else 0
-    truncated = announced and (tag.bytes and source.audio.source.size < tag.bytes or available < announced)
-    if truncated and needed > available:
+    if needed > available:
+        announced = (layout.tag.frames or 0) * layout.first.samples - layout.gapless_trim
         holds = max(available - layout.start_skip, 0)
         raise Undecodable(
-            f"The episode's source audio is truncated: it holds {duration_ms(holds, header.sample_rate)} ms "
-            f"of the {duration_ms(announced - layout.gapless_trim, header.sample_rate)} ms its header announces"
+            f"The episode's source audio is truncated: it holds {duration_ms(holds, layout.first.sample_rate)} ms "
+            f"of the {duration_ms(announced, layout.first.sample_rate)} ms its header announces"
         )
 
 
@@ -208,9 +213,9 @@ def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.F
 
 def _locate_indexed(source: Mp3Source, index: SeekIndex, start_ms: int, want_ms: int) -> Located:
     tag = source.layout.tag
-    if tag is not None and tag.frames and tag.frames > index.frames:
-        _refuse_if_truncated(source, index.frames * index.samples_per_frame,
-                             round((start_ms + min(want_ms, 1)) * index.sample_rate / 1000) + index.start_skip)
+    if tag is not None and tag.frames and tag.frames > index.frames:  # cut short: fewer frames than announced
+        _refuse_past_end(source, index.frames * index.samples_per_frame,
+                         round((start_ms + min(want_ms, 1)) * index.sample_rate / 1000) + index.start_skip)
     begin, count = plan_samples(start_ms, want_ms, index.duration_samples, index.sample_rate)
     first_sample = begin + index.start_skip
     first_frame, last_frame = _frame_span(source.layout.first, first_sample, count, index.frames)

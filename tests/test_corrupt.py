@@ -72,3 +72,21 @@ def test_audio_in_another_codec_under_an_mp3_name_is_transcoded(source, moto_ser
     (key,) = clip_objects(moto_server)
     clip = decode(moto_server.get_object(Bucket="pod-insights-clips", Key=key)["Body"].read())
     assert clip.stderr == "" and abs(clip.duration_ms - 4000) <= FRAME_MS
+
+
+def test_a_vbr_file_that_claims_to_be_cbr_is_still_cut_at_the_right_place(s3, episode, audio, catalog_file):
+    """An Info tag (CBR) over VBR frames: arithmetic would land on the wrong frame; the bitrate check sends the
+    cut through the seek index, and the clip is still the source's exact samples."""
+    from tests.audio_tools import decode as decode_audio
+
+    data = bytearray(audio["vbr"].data)
+    at = data.find(b"Xing")
+    data[at:at + 4] = b"Info"
+    episode("vbr", data=bytes(data))
+    response, body = get(17017, 7000)
+    assert response.status_code == 200
+    clip = decode_audio(s3.get_object(Bucket="pod-insights-clips",
+                                      Key=f"audio_clips/{EPISODE}/17017-24017.mp3")["Body"].read())
+    source = decode_audio(audio["vbr"].path)
+    first = round(17017 * 44.1)
+    assert clip.samples[:1000] == source.samples[first:first + 1000]
