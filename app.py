@@ -15,7 +15,8 @@ def contract_errors_cors_and_request_log(event, get_response):
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
 def get_audio_clip(episode_id):
-    request = api.parse_clip_request(episode_id, app.current_request.query_params, wiring.current().settings.max_clip_ms)
+    request = api.parse_clip_request(episode_id, app.current_request.query_params,
+                                     wiring.current().declared.max_clip_ms)
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
     return api.clip_response(result, request.redirect)
 
