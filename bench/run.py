@@ -69,8 +69,6 @@ def source_key(name: str) -> str:
 # ------------------------------------------------------------------ the worker: one method, one episode
 
 def worker(method: str, name: str, runs: int, proxy: str) -> dict:
-    import boto3
-
     from chalicelib import wiring
     from chalicelib.clips import ClipRequest
     from chalicelib.storage import clip_key
@@ -106,7 +104,6 @@ def worker(method: str, name: str, runs: int, proxy: str) -> dict:
                                  "-c:a", "libmp3lame", "-b:a", "128k"], s3, name)
             elapsed = (time.perf_counter() - started) * 1000
             results.append({"offset": fraction, "ms": elapsed, "source_bytes": _stats(proxy)})
-    del boto3
     return {
         "method": method, "episode": name, "runs": results,
         "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,

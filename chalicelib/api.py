@@ -1,6 +1,7 @@
 """The HTTP face of the service: parameters in, the contract's answers out, and one log line per request."""
 from __future__ import annotations
 
+import contextvars
 import functools
 import json
 import logging
@@ -140,7 +141,7 @@ class _RequestState:
     fields: Dict[str, Any]
 
 
-_current: "logs.contextvars.ContextVar[_RequestState]" = logs.contextvars.ContextVar("request_state")
+_current: "contextvars.ContextVar[_RequestState]" = contextvars.ContextVar("request_state")
 
 
 def note(**fields: Any) -> None:

@@ -214,8 +214,8 @@ def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.F
 def _locate_indexed(source: Mp3Source, index: SeekIndex, start_ms: int, want_ms: int) -> Located:
     tag = source.layout.tag
     if tag is not None and tag.frames and tag.frames > index.frames:  # cut short: fewer frames than announced
-        _refuse_past_end(source, index.frames * index.samples_per_frame,
-                         round((start_ms + min(want_ms, 1)) * index.sample_rate / 1000) + index.start_skip)
+        first_needed = round((start_ms + 1) * index.sample_rate / 1000) + index.start_skip  # the clip's first ms
+        _refuse_past_end(source, index.frames * index.samples_per_frame, first_needed)
     begin, count = plan_samples(start_ms, want_ms, index.duration_samples, index.sample_rate)
     first_sample = begin + index.start_skip
     first_frame, last_frame = _frame_span(source.layout.first, first_sample, count, index.frames)

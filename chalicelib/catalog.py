@@ -40,7 +40,7 @@ class Catalog:
         try:
             doc = self._collection.find_one({"guid": guid}, _PROJECTION)
         except self._driver_errors as error:
-            raise self._unavailable(error) from None
+            raise unavailable(error, self._retry_after) from None
         if doc is None:
             raise NotFound(f"No episode with id {guid!r}")
         try:
@@ -55,14 +55,12 @@ class Catalog:
         try:
             self._collection.database.client.admin.command("ping")
         except self._driver_errors as error:
-            raise self._unavailable(error) from None
+            raise unavailable(error, self._retry_after) from None
 
-    def _unavailable(self, error: Exception) -> CatalogUnavailable:
-        return CatalogUnavailable(
-            "The episode catalog is unavailable; try again later",
-            retry_after_seconds=self._retry_after,
-            detail=f"{type(error).__name__}: {error}",
-        )
+
+def unavailable(error: Exception, retry_after_seconds: int) -> CatalogUnavailable:
+    return CatalogUnavailable("The episode catalog is unavailable; try again later",
+                              retry_after_seconds=retry_after_seconds, detail=f"{type(error).__name__}: {error}")
 
 
 def mongo_client(settings: Settings):
@@ -88,7 +86,7 @@ def open_catalog(settings: Settings) -> Catalog:
         try:  # a mongodb+srv URI resolves its SRV records here: a DNS outage must be a 503 too
             client = mongo_client(settings)
         except PyMongoError as error:
-            raise Catalog(None, settings.mongodb_retry_after_seconds)._unavailable(error) from None
+            raise unavailable(error, settings.mongodb_retry_after_seconds) from None
     else:
         client = embedded_client(settings.local_catalog_file, settings.mongodb_db)
     return Catalog(client[settings.mongodb_db][COLLECTION], settings.mongodb_retry_after_seconds, (PyMongoError,))

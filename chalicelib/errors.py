@@ -40,35 +40,28 @@ class Undecodable(ServiceError):
     code = "UnprocessableEntityError"
 
 
-class CatalogUnavailable(ServiceError):
-    """MongoDB cannot be reached; the client should retry later."""
+class Unavailable(ServiceError):
+    """A dependency failed or took too long; the client should retry after ``Retry-After`` seconds."""
 
     status = 503
     code = "ServiceUnavailableError"
+    default_retry_after = 5
 
-    def __init__(self, message: str, *, retry_after_seconds: int, detail: Optional[str] = None):
-        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after_seconds)})
-        self.retry_after_seconds = retry_after_seconds
+    def __init__(self, message: str, *, detail: Optional[str] = None, retry_after_seconds: Optional[int] = None):
+        self.retry_after_seconds = retry_after_seconds or self.default_retry_after
+        super().__init__(message, detail=detail, headers={"Retry-After": str(self.retry_after_seconds)})
 
 
-class StorageUnavailable(ServiceError):
+class CatalogUnavailable(Unavailable):
+    """MongoDB cannot be reached."""
+
+
+class StorageUnavailable(Unavailable):
     """S3 failed after bounded retries."""
 
-    status = 503
-    code = "ServiceUnavailableError"
 
-    def __init__(self, message: str, *, detail: Optional[str] = None, retry_after_seconds: int = 5):
-        super().__init__(message, detail=detail, headers={"Retry-After": str(retry_after_seconds)})
-
-
-class ClipTimeout(ServiceError):
+class ClipTimeout(Unavailable):
     """Cutting did not finish before the deadline derived from the Lambda's remaining time."""
-
-    status = 503
-    code = "ServiceUnavailableError"
-
-    def __init__(self, message: str, *, detail: Optional[str] = None):
-        super().__init__(message, detail=detail, headers={"Retry-After": "5"})
 
 
 class ConfigurationError(ServiceError):

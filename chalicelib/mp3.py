@@ -52,7 +52,7 @@ class FrameHeader:
 
     @property
     def length(self) -> int:
-        return self.samples // 8 * self.bitrate // self.sample_rate + self.padding
+        return _frame_length(self, self.bitrate_index) + self.padding
 
     @property
     def side_info_offset(self) -> int:

@@ -125,6 +125,21 @@ class SourceAudio:
         raise AssertionError("unreachable")
 
     def _get(self, byte_range: str) -> bytes:
+        data = self._get_this_version(byte_range)["Body"].read()
+        self.bytes_read += len(data)
+        return data
+
+    def stream(self, start: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
+        """The object from ``start`` to its end, in chunks, never held whole."""
+        try:
+            for chunk in self._get_this_version(f"bytes={start}-")["Body"].iter_chunks(chunk_size):
+                self.bytes_read += len(chunk)
+                yield chunk
+        except (ClientError, BotoCoreError) as error:
+            raise _unavailable("reading the source audio", error) from None
+
+    def _get_this_version(self, byte_range: str) -> dict:
+        """GetObject of a range of the version (ETag) this reader opened; SourceChanged if it was replaced."""
         try:
             response = self._s3.get_object(
                 Bucket=self.source.bucket, Key=self.source.key, Range=byte_range, IfMatch=self.source.etag
@@ -134,26 +149,7 @@ class SourceAudio:
                 raise SourceChanged(self.source.key) from None
             raise
         self.requests += 1
-        data = response["Body"].read()
-        self.bytes_read += len(data)
-        return data
-
-    def stream(self, start: int, chunk_size: int = 1 << 20) -> Iterator[bytes]:
-        """The object from ``start`` to its end, in chunks, never held whole."""
-        try:
-            response = self._s3.get_object(
-                Bucket=self.source.bucket, Key=self.source.key, Range=f"bytes={start}-", IfMatch=self.source.etag
-            )
-            self.requests += 1
-            for chunk in response["Body"].iter_chunks(chunk_size):
-                self.bytes_read += len(chunk)
-                yield chunk
-        except ClientError as error:
-            if _code(error) in _PRECONDITION:
-                raise SourceChanged(self.source.key) from None
-            raise _unavailable("reading the source audio", error) from None
-        except BotoCoreError as error:
-            raise _unavailable("reading the source audio", error) from None
+        return response
 
     def presigned_url(self, expires_in: int = 600) -> str:
         return self._s3.generate_presigned_url(
