@@ -4,6 +4,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Tuple
+from urllib.parse import urlsplit
 
 from chalicelib.errors import ConfigurationError
 
@@ -45,6 +46,7 @@ class Settings:
     health_check_rate_minutes: int = 5
     health_ping_budget_ms: int = 3_000
     cors_allow_origins: Tuple[str, ...] = ()  # browser origins allowed to read answers; ("*",) for any
+    public_base_url: Optional[str] = None  # base of absolute links in answers; None: taken from the request
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
 
@@ -116,6 +118,7 @@ class Settings:
             health_ping_budget_ms=integer("HEALTH_PING_BUDGET_MS", cls.health_ping_budget_ms, 200, 10_000),
             cors_allow_origins=tuple(o.strip().rstrip("/") for o in (text("CORS_ALLOW_ORIGINS", "") or "").split(",")
                                      if o.strip()),
+            public_base_url=_base_url(text("PUBLIC_BASE_URL", None)),
             atlas=atlas,
             secret_parameters=parameters or None,
         )
@@ -132,3 +135,13 @@ class Settings:
                             private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key))
         return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
                        secret_parameters=None)
+
+
+def _base_url(value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigurationError(f"PUBLIC_BASE_URL must be an http(s) URL with no query, such as "
+                                 f"https://clips.example.com, got {value!r}")
+    return value.rstrip("/")
