@@ -8,7 +8,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterator, Optional, Tuple
-from urllib.parse import quote, unquote, urlparse
+from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -20,6 +20,7 @@ CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
 CLIP_CACHE_CONTROL = "private, max-age=31536000, immutable"
 READ_ATTEMPTS = 3
+S3_SCHEME = "s3://"
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _PRECONDITION = {"412", "PreconditionFailed"}
 
@@ -45,11 +46,14 @@ def episode_prefix(episode_id: str) -> str:
 
 
 def parse_s3_url(url: str) -> Tuple[str, str]:
-    """``s3://bucket/key`` → (bucket, key); ValueError for anything else."""
-    parts = urlparse(url or "")
-    if parts.scheme != "s3" or not parts.netloc or not parts.path.strip("/"):
+    """``s3://bucket/key`` → (bucket, key), the key exactly as written: S3 keys may hold '#', '?', '%', '+' and
+    spaces, which a URL parser would read as a fragment, a query or escapes. ValueError for anything else."""
+    rest = (url or "").removeprefix(S3_SCHEME) if (url or "").startswith(S3_SCHEME) else ""
+    bucket, _, key = rest.partition("/")
+    key = key.lstrip("/")
+    if not bucket or not key:
         raise ValueError(f"not an s3:// URL: {url!r}")
-    return parts.netloc, parts.path.lstrip("/")
+    return bucket, key
 
 
 @dataclass(frozen=True)
