@@ -5,6 +5,7 @@ from chalicelib import api, cleanup, health, logs, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
+app.log.addFilter(api.unhandled_view_error)  # a view's exception reaches the middleware's catch-all
 settings = wiring.current().declared  # read and validated at start: a bad variable fails here, by name
 
 

@@ -7,6 +7,7 @@ import json
 import logging
 import os
 import re
+import sys
 import time
 import uuid
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ def _iso(moment: datetime) -> str:
 class _RequestState:
     started: float
     fields: Dict[str, Any]
+    exc_info: Any = None  # an unexpected exception, logged with the request's line
 
 
 _current: "contextvars.ContextVar[_RequestState]" = contextvars.ContextVar("request_state")
@@ -152,27 +154,57 @@ def note(**fields: Any) -> None:
 
 
 def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins=()) -> Response:
-    """The HTTP middleware: maps ServiceError to the contract's JSON answer, adds CORS headers for allowed browser
-    origins (errors included, so a web client can read them), and logs one line per request."""
+    """The HTTP middleware and the one catch-all: maps ServiceError to the contract's JSON answer and any other
+    exception to the contract's 500 naming the request id (its traceback on the request's log line), adds CORS
+    headers for allowed browser origins (errors included, so a web client can read them), and logs one line per
+    request whatever happened."""
     context = getattr(request, "lambda_context", None)
     request_id = getattr(context, "aws_request_id", None) or (request.context or {}).get("requestId") or str(uuid.uuid4())
     id_token = logs.request_id.set(request_id)
-    state_token = _current.set(_RequestState(time.perf_counter(), {"event": "request", "path": request.path}))
+    state = _RequestState(time.perf_counter(), {"event": "request", "path": request.path, "request_id": request_id})
+    state_token = _current.set(state)
     try:
         try:
-            response = get_response(request)
-        except ServiceError as error:
-            response = error_response(error)
-            note(error=error.code, message=error.message, detail=error.detail)
-        response.headers.update(cors_headers((request.headers or {}).get("origin"), allowed_origins))
-        state = _current.get()
+            response = _answer(request, get_response, allowed_origins)
+            if state.exc_info is not None:  # Chalice turned a view's exception into its own 500: answer ours
+                response = _internal_error(request_id)
+        except Exception:
+            state.exc_info = sys.exc_info()
+            response = _internal_error(request_id)
         state.fields["status"] = response.status_code
         state.fields["total_ms"] = round((time.perf_counter() - state.started) * 1000, 1)
-        logs.emit(log, logging.ERROR if response.status_code >= 500 else logging.INFO, **state.fields)
+        level = logging.ERROR if response.status_code >= 500 else logging.INFO
+        log.log(level, "request", extra={"fields": state.fields}, exc_info=state.exc_info)
         return response
     finally:
         _current.reset(state_token)
         logs.request_id.reset(id_token)
+
+
+def _answer(request: Any, get_response: Callable[[Any], Response], allowed_origins) -> Response:
+    try:
+        response = get_response(request)
+    except ServiceError as error:
+        response = error_response(error)
+        note(error=error.code, message=error.message, detail=error.detail)
+    response.headers.update(cors_headers((request.headers or {}).get("origin"), allowed_origins))
+    return response
+
+
+def _internal_error(request_id: str) -> Response:
+    error = ServiceError(f"An internal server error occurred; it is logged under request id {request_id}")
+    note(error=error.code, message=error.message)
+    return error_response(error)
+
+
+def unhandled_view_error(record: logging.LogRecord) -> bool:
+    """A filter for Chalice's ``app.log``: Chalice reports an exception escaping a view there, then answers its
+    own 500; the exception joins the request's log line instead, and ``serve`` answers the contract's 500."""
+    current = _current.get(None)
+    if current is None or not record.exc_info:
+        return True
+    current.exc_info = record.exc_info
+    return False
 
 
 def health_response(wiring: Any, deep: bool) -> Response:

@@ -23,7 +23,7 @@ class JsonFormatter(logging.Formatter):
         else:
             line["message"] = record.getMessage()
         if record.exc_info:
-            line["error"] = self.formatException(record.exc_info)
+            line["traceback"] = self.formatException(record.exc_info)
         return json.dumps(line, default=str)
 
 
