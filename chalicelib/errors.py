@@ -64,6 +64,10 @@ class ClipTimeout(Unavailable):
     """Cutting did not finish before the deadline derived from the Lambda's remaining time."""
 
 
+class SecretUnavailable(Unavailable):
+    """SSM Parameter Store is throttled, failing or unreachable: a secret cannot be fetched right now."""
+
+
 class ConfigurationError(ServiceError):
     """A setting is missing or malformed; raised at start, naming the variable."""
 

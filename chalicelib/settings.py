@@ -12,6 +12,8 @@ DEFAULT_CLIP_MS = 30_000
 MIN_CLIP_MS = 1_000
 SSM_SUFFIX = "_SSM_PARAMETER"
 SECRETS = ("MONGODB_URI", "ATLAS_CLIENT_SECRET", "ATLAS_PRIVATE_KEY")  # each may instead name an SSM parameter
+CATALOG_SECRETS = ("MONGODB_URI",)
+ATLAS_SECRETS = ("ATLAS_CLIENT_SECRET", "ATLAS_PRIVATE_KEY")
 
 
 @dataclass(frozen=True)
@@ -123,18 +125,22 @@ class Settings:
             secret_parameters=parameters or None,
         )
 
-    def with_secrets(self, fetch) -> "Settings":
-        """These settings with each secret named by an SSM parameter filled in; ``fetch(names) -> {name: value}``."""
-        if not self.secret_parameters:
+    def with_secrets(self, fetch, only: Optional[Tuple[str, ...]] = None) -> "Settings":
+        """These settings with each secret named by an SSM parameter filled in (``only`` those, when given);
+        ``fetch(names) -> {name: value}``."""
+        wanted = {name: parameter for name, parameter in (self.secret_parameters or {}).items()
+                  if only is None or name in only}
+        if not wanted:
             return self
-        values = fetch(sorted(set(self.secret_parameters.values())))
-        secret = {name: values[parameter] for name, parameter in self.secret_parameters.items()}
+        values = fetch(sorted(set(wanted.values())))
+        secret = {name: values[parameter] for name, parameter in wanted.items()}
         atlas = self.atlas
         if atlas is not None:
             atlas = replace(atlas, client_secret=secret.get("ATLAS_CLIENT_SECRET", atlas.client_secret),
                             private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key))
+        rest = {name: parameter for name, parameter in (self.secret_parameters or {}).items() if name not in wanted}
         return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
-                       secret_parameters=None)
+                       secret_parameters=rest or None)
 
 
 def _base_url(value: Optional[str]) -> Optional[str]:

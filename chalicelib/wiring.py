@@ -1,13 +1,17 @@
 """The one place that reads the environment and builds clients; everything else is handed what it needs.
 
 Clients are created on first use and reused across warm invocations. ``reset()`` forgets them (tests).
+S3, the clip cache and FFmpeg are built from the declared settings alone; a secret named by an SSM parameter is
+fetched only by what needs it (the catalog, the Atlas check), so a cache hit and the shallow health check never
+depend on SSM.
 """
 from __future__ import annotations
 
 import functools
 from typing import Optional
 
-from chalicelib.settings import Settings
+from chalicelib import secrets
+from chalicelib.settings import ATLAS_SECRETS, CATALOG_SECRETS, Settings
 
 
 class Wiring:
@@ -16,8 +20,8 @@ class Wiring:
 
     @functools.cached_property
     def settings(self) -> Settings:
-        """The declared settings with secrets named by SSM parameters fetched: once per process, on first use."""
-        return self.declared.with_secrets(fetch_ssm_parameters)
+        """The declared settings with every secret fetched: for the scheduled health check, which needs them all."""
+        return self.declared.with_secrets(secrets.fetcher("The health check's configuration"))
 
     @functools.cached_property
     def s3(self):
@@ -31,46 +35,48 @@ class Wiring:
             retries={"mode": "standard", "total_max_attempts": 3},
             s3={"us_east_1_regional_endpoint": "regional"},
         )
-        return boto3.client("s3", region_name=self.settings.aws_region, config=config)
+        return boto3.client("s3", region_name=self.declared.aws_region, config=config)
 
     @functools.cached_property
     def clip_store(self):
         from chalicelib.storage import ClipStore
 
-        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds)
+        return ClipStore(self.s3, self.declared.clips_bucket, self.declared.clip_url_ttl_seconds)
 
     @functools.cached_property
     def cleanup(self):
         from chalicelib.cleanup import ClipCleanup
 
-        return ClipCleanup(self.s3, self.settings.clips_bucket)
+        return ClipCleanup(self.s3, self.declared.clips_bucket)
 
     @functools.cached_property
     def catalog(self):
         from chalicelib.catalog import open_catalog
 
-        return open_catalog(self.settings)
+        fetch = secrets.fetcher("The episode catalog's configuration")
+        return open_catalog(self.declared.with_secrets(fetch, only=CATALOG_SECRETS))
 
     @functools.cached_property
     def ffmpeg(self) -> Optional[str]:
         from chalicelib.ffmpeg import find_ffmpeg
 
-        return find_ffmpeg(self.settings.ffmpeg_path)
+        return find_ffmpeg(self.declared.ffmpeg_path)
 
     @functools.cached_property
     def atlas(self):
         from chalicelib.health import AtlasApi
 
-        return AtlasApi(self.settings.atlas) if self.settings.atlas else None  # kept: it caches its token
+        atlas = self.declared.with_secrets(secrets.fetcher("The Atlas check's configuration"), only=ATLAS_SECRETS).atlas
+        return AtlasApi(atlas) if atlas else None  # kept: it caches its token
 
     @functools.cached_property
     def sns(self):
         import boto3
 
-        return boto3.client("sns", region_name=self.settings.aws_region)
+        return boto3.client("sns", region_name=self.declared.aws_region)
 
     def publish_alert(self, alert) -> None:
-        self.sns.publish(TopicArn=self.settings.alert_topic_arn, Subject=alert.subject, Message=alert.message)
+        self.sns.publish(TopicArn=self.declared.alert_topic_arn, Subject=alert.subject, Message=alert.message)
 
     @functools.cached_property
     def clips(self):
@@ -84,18 +90,6 @@ def current() -> Wiring:
     return Wiring(Settings.from_env())
 
 
-def fetch_ssm_parameters(names):
-    """Secrets named by SSM parameters, read once per process (cold start), decrypted."""
-    import boto3
-
-    from chalicelib.errors import ConfigurationError
-
-    response = boto3.client("ssm").get_parameters(Names=list(names), WithDecryption=True)
-    if response.get("InvalidParameters"):
-        raise ConfigurationError(f"SSM parameters not found: {', '.join(response['InvalidParameters'])} "
-                                 "(named by a *_SSM_PARAMETER variable)")
-    return {p["Name"]: p["Value"] for p in response["Parameters"]}
-
-
 def reset() -> None:
     current.cache_clear()
+    secrets.reset()
