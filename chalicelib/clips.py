@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio import ClipAudio, Mp3Source, cut_mp3, tagged_duration_ms
 from chalicelib.catalog import Catalog
-from chalicelib.errors import BadRequest, ServiceError, Undecodable
+from chalicelib.errors import BadRequest, ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.ffmpeg import transcode_to_mp3
 from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, SourceAudio, SourceChanged, clip_key
 
@@ -51,8 +51,10 @@ class ClipResult:
 
 
 class ClipService:
-    def __init__(self, s3, clips: ClipStore, catalog: Callable[[], Catalog], ffmpeg: Callable[[], Optional[str]]):
+    def __init__(self, s3, clips: ClipStore, catalog: Callable[[], Catalog], ffmpeg: Callable[[], Optional[str]], *,
+                 allowed_buckets: Tuple[str, ...]):
         self._s3 = s3
+        self._allowed_buckets = allowed_buckets  # SOURCE_ALLOWED_BUCKETS
         self._clips = clips
         self._catalog = catalog  # created on first use: a hit never loads pymongo
         self._ffmpeg = ffmpeg
@@ -87,6 +89,11 @@ class ClipService:
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
         episode = self._catalog().find_episode(request.episode_id)
         timer.lap("catalog")
+        if episode.source_bucket not in self._allowed_buckets:
+            log.error("episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",
+                      request.episode_id, episode.source_bucket, ",".join(self._allowed_buckets))
+            raise SourceNotAllowed("The episode's source audio is in a bucket this service may not read",
+                                   detail=f"s3://{episode.source_bucket}/{episode.source_key}")
         for attempt in (1, 2):
             audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key)
             try:

@@ -68,6 +68,27 @@ class SecretUnavailable(Unavailable):
     """SSM Parameter Store is throttled, failing or unreachable: a secret cannot be fetched right now."""
 
 
+class PermanentFailure(ServiceError):
+    """Retrying cannot help until someone acts (a permission, a key, a restore, the catalog's data): a 500 without
+    Retry-After, whose message names the cause."""
+
+
+class AccessDenied(PermanentFailure):
+    """S3 refuses the service's role: a bucket policy, a missing permission, or a KMS key it may not use."""
+
+
+class Archived(PermanentFailure):
+    """The source object is in S3 Glacier or an archive access tier (InvalidObjectState): it must be restored."""
+
+
+class WrongRegion(PermanentFailure):
+    """The source bucket is in another AWS region than the service: its pre-signed URLs and requests are refused."""
+
+
+class SourceNotAllowed(PermanentFailure):
+    """The catalog names a source bucket outside SOURCE_ALLOWED_BUCKETS; refused before any S3 call."""
+
+
 class ConfigurationError(ServiceError):
     """A setting is missing or malformed; raised at start, naming the variable."""
 

@@ -51,6 +51,7 @@ class Settings:
     public_base_url: Optional[str] = None  # base of absolute links in answers; None: taken from the request
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
+    source_allowed_buckets: Tuple[str, ...] = ()  # buckets s3_audio_path may name; from_env defaults to source_bucket
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -123,6 +124,8 @@ class Settings:
             public_base_url=_base_url(text("PUBLIC_BASE_URL", None)),
             atlas=atlas,
             secret_parameters=parameters or None,
+            source_allowed_buckets=tuple(b.strip() for b in (text("SOURCE_ALLOWED_BUCKETS", "") or "").split(",")
+                                         if b.strip()) or (text("SOURCE_BUCKET", cls.source_bucket) or "",),
         )
 
     def with_secrets(self, fetch, only: Optional[Tuple[str, ...]] = None) -> "Settings":

@@ -12,7 +12,7 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import NotFound, StorageUnavailable
+from chalicelib.errors import AccessDenied, Archived, NotFound, ServiceError, StorageUnavailable, WrongRegion
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,9 @@ READ_ATTEMPTS = 3
 S3_SCHEME = "s3://"
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _PRECONDITION = {"412", "PreconditionFailed"}
+_DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId"}
+_ARCHIVED = {"InvalidObjectState"}
+_WRONG_REGION = {"PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
 
 
 class SourceChanged(Exception):
@@ -82,6 +85,28 @@ def _unavailable(action: str, error: Exception) -> StorageUnavailable:
     return StorageUnavailable(f"Audio storage is unavailable ({action}); try again shortly", detail=repr(error))
 
 
+def _failure(action: str, error: Exception) -> ServiceError:
+    """What an S3 error means to a client: permanent (a 500 without Retry-After naming the cause: access denied,
+    a KMS key, an archived object, another region) or transient (a 503 with Retry-After: throttling, 5xx, timeouts,
+    connections; botocore has already retried those)."""
+    if not isinstance(error, ClientError):
+        return _unavailable(action, error)
+    code = _code(error)
+    message = str(error.response.get("Error", {}).get("Message", ""))
+    detail = f"{action}: {code}: {message}"[:500]
+    if code.startswith("KMS.") or (code in _DENIED and "kms" in message.lower()):
+        return AccessDenied(f"Access denied {action}: the object is encrypted with a KMS key the service may not "
+                            "use (kms:Decrypt)", detail=detail)
+    if code in _DENIED:
+        return AccessDenied(f"Access denied {action}: the service's role may not read it", detail=detail)
+    if code in _ARCHIVED:
+        return Archived(f"The episode's source audio is archived (S3 Glacier or an archive access tier) and must be "
+                        f"restored before clips can be cut ({action})", detail=detail)
+    if code in _WRONG_REGION:
+        return WrongRegion(f"The bucket is in another AWS region than the service ({action})", detail=detail)
+    return _unavailable(action, error)
+
+
 class SourceAudio:
     """Reads one version (ETag) of a source object by byte range, counting every byte it is sent."""
 
@@ -103,9 +128,9 @@ class SourceAudio:
                 raise NotFound("The episode's source audio is missing from storage") from None
             if _code(error) in ("InvalidRange", "416"):
                 return cls(s3, SourceObject(bucket, key, 0, error.response.get("ETag", "")))
-            raise _unavailable("reading the source audio", error) from None
+            raise _failure("reading the source audio", error) from None
         except BotoCoreError as error:
-            raise _unavailable("reading the source audio", error) from None
+            raise _failure("reading the source audio", error) from None
         size = int(response.get("ContentRange", "/").rsplit("/", 1)[-1] or len(head))
         source = SourceObject(bucket, key, size, response["ETag"], response.get("ContentType", ""))
         return cls(s3, source, head)
@@ -121,10 +146,10 @@ class SourceAudio:
             except ClientError as error:  # botocore has already retried throttling and 5xx answers
                 if _code(error) in _MISSING:
                     raise NotFound("The episode's source audio is missing from storage") from None
-                raise _unavailable("reading the source audio", error) from None
+                raise _failure("reading the source audio", error) from None
             except BotoCoreError as error:  # a connection reset or timeout mid-body, which botocore does not retry
                 if attempt == READ_ATTEMPTS - 1:
-                    raise _unavailable("reading the source audio", error) from None
+                    raise _failure("reading the source audio", error) from None
                 time.sleep(0.1 * 3**attempt)
         raise AssertionError("unreachable")
 
@@ -140,7 +165,7 @@ class SourceAudio:
                 self.bytes_read += len(chunk)
                 yield chunk
         except (ClientError, BotoCoreError) as error:
-            raise _unavailable("reading the source audio", error) from None
+            raise _failure("reading the source audio", error) from None
 
     def _get_this_version(self, byte_range: str) -> dict:
         """GetObject of a range of the version (ETag) this reader opened; SourceChanged if it was replaced."""
@@ -196,9 +221,9 @@ class ClipStore:
         except ClientError as error:
             if _code(error) in _MISSING:
                 return None
-            raise _unavailable(action, error) from None
+            raise _failure(action, error) from None
         except BotoCoreError as error:
-            raise _unavailable(action, error) from None
+            raise _failure(action, error) from None
 
     def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
             replacing: bool) -> bool:
@@ -220,9 +245,9 @@ class ClipStore:
         except ClientError as error:
             if _code(error) in _PRECONDITION or _code(error) == "ConditionalRequestConflict":
                 return False
-            raise _unavailable("writing the clip", error) from None
+            raise _failure("writing the clip", error) from None
         except BotoCoreError as error:
-            raise _unavailable("writing the clip", error) from None
+            raise _failure("writing the clip", error) from None
         return True
 
     def presign(self, key: str, now: Optional[datetime] = None) -> Tuple[str, datetime]:
@@ -236,7 +261,7 @@ class ClipStore:
         try:
             self._s3.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as error:
-            raise _unavailable("the clips bucket", error) from None
+            raise _failure("the clips bucket", error) from None
 
     def artefact(self, episode_id: str, name: str) -> "EpisodeArtefact":
         return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name)

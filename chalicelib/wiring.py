@@ -82,7 +82,8 @@ class Wiring:
     def clips(self):
         from chalicelib.clips import ClipService
 
-        return ClipService(self.s3, self.clip_store, lambda: self.catalog, lambda: self.ffmpeg)
+        return ClipService(self.s3, self.clip_store, lambda: self.catalog, lambda: self.ffmpeg,
+                           allowed_buckets=self.declared.source_allowed_buckets)
 
 
 @functools.lru_cache(maxsize=1)
