@@ -104,10 +104,7 @@ class ClipService:
                     raise
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
-        duration = clip.duration_ms
-        if not self._clips.put(request.key, clip.data, audio.source, request.episode_id, duration, stale):
-            winner = self._clips.lookup(request.key)  # another request stored this clip first: serve that one
-            duration = winner.duration_ms if winner else duration
+        duration = self._store(request, clip, audio, stale)
         url, expires = self._clips.presign(request.key)
         timer.lap("store")
         return ClipResult(
@@ -120,6 +117,23 @@ class ClipService:
             index_built=clip.index_built,
             timings_ms=timer.laps,
         )
+
+    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool) -> int:
+        """Store the clip; the duration of the clip now stored. When another request stored it first (a lost
+        conditional PUT), its clip is served, unless it was cut from another version of the source while ours
+        is of the current one: then ours overwrites it."""
+        source = audio.source
+        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale):
+            return clip.duration_ms
+        winner = self._clips.lookup(request.key)
+        if winner is None or winner.source_etag == source.etag:
+            return winner.duration_ms if winner else clip.duration_ms
+        if self._clips.current_etag(source.bucket, source.key) != source.etag:
+            return winner.duration_ms  # ours is of an older version: the winner's may be current, and hits check
+        log.info("clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
+                 request.key, winner.source_etag, source.etag)
+        self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True)
+        return clip.duration_ms
 
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)
