@@ -15,6 +15,7 @@ from typing import Dict, List, Optional, Tuple
 
 from chalicelib import mp3
 from chalicelib.errors import BadRequest, ClipTimeout, Undecodable
+from chalicelib.settings import MIN_CLIP_MS
 from chalicelib.storage import EpisodeArtefact, SourceAudio
 
 log = logging.getLogger(__name__)
@@ -89,14 +90,23 @@ def duration_ms(samples: int, sample_rate: int) -> int:
 
 
 def plan_samples(start_ms: int, want_ms: int, total_samples: int, sample_rate: int) -> Tuple[int, int]:
-    """(first sample, sample count) of the clip, clamped at the end; BadRequest past it."""
+    """(first sample, sample count) of the clip, clamped at the end; BadRequest past it (``check_start``)."""
+    check_start(start_ms, duration_ms(total_samples, sample_rate))
     first = round(start_ms * sample_rate / 1000)
-    if first >= total_samples:
-        raise BadRequest(
-            f"start_time_ms {start_ms} is at or beyond the end of the episode, "
-            f"whose duration is {duration_ms(total_samples, sample_rate)} ms"
-        )
     return first, min(round(want_ms * sample_rate / 1000), total_samples - first)
+
+
+def check_start(start_ms: int, episode_ms: int) -> None:
+    """The end-clamp rule, for every engine: a clip clamped at the end still holds at least MIN_CLIP_MS of audio
+    (unless the episode is shorter, then a clip from 0 is all of it). A start at or beyond the end, or within the
+    last MIN_CLIP_MS, is a BadRequest stating the episode's duration."""
+    if start_ms >= episode_ms:
+        raise BadRequest(f"start_time_ms {start_ms} is at or beyond the end of the episode, "
+                         f"whose duration is {episode_ms} ms")
+    latest = max(episode_ms - MIN_CLIP_MS, 0)
+    if start_ms > latest:
+        raise BadRequest(f"start_time_ms {start_ms} leaves less than {MIN_CLIP_MS} ms of the episode, whose duration "
+                         f"is {episode_ms} ms: the latest start is {latest}")
 
 
 class _Recent:

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-from chalicelib.audio import ClipAudio, Mp3Source, cut_mp3, tagged_duration_ms
+from chalicelib.audio import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
 from chalicelib.catalog import Catalog
-from chalicelib.errors import BadRequest, ServiceError, SourceNotAllowed, Undecodable
+from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.ffmpeg import transcode_to_mp3
 from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, SourceAudio, SourceChanged, clip_key
 
@@ -148,13 +148,10 @@ class ClipService:
             raise ServiceError("This service cannot decode non-MP3 audio: FFmpeg is missing",
                                detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)")
         result = transcode_to_mp3(ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline)
+        if result.episode_duration_ms is not None:
+            check_start(request.start_ms, result.episode_duration_ms)  # the end-clamp rule, as for MP3
         served = tagged_duration_ms(result.data)
         if not served:
-            if result.episode_duration_ms is not None and request.start_ms >= result.episode_duration_ms:
-                raise BadRequest(
-                    f"start_time_ms {request.start_ms} is at or beyond the end of the episode, "
-                    f"whose duration is {result.episode_duration_ms} ms"
-                )
             raise Undecodable("The episode's source audio cannot be decoded", detail="FFmpeg wrote no audio")
         return ClipAudio(result.data, served, "ffmpeg")
 
