@@ -12,15 +12,19 @@ import time
 from dataclasses import dataclass
 from typing import Optional
 
-from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable
+from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
 log = logging.getLogger(__name__)
 
 LAYER_FFMPEG = "/opt/bin/ffmpeg"
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _HTTP_MISSING = re.compile(r"HTTP error 404|Server returned 404")
+_HTTP_WRONG_REGION = re.compile(r"(?:HTTP error|Server returned) 400\b")  # a URL signed for another region
 _HTTP_FAULT = re.compile(r"HTTP error|Server returned|Connection refused|Connection reset|Connection timed out|timed out|"
-                         r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable")
+                         r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable|"
+                         r"Input/output error|\[tls @|SSL routines|certificate verify|handshake")  # TLS and network
+SYSTEM_CA_BUNDLES = ("/etc/pki/tls/certs/ca-bundle.crt",  # Amazon Linux 2023 (Lambda python3.12+)
+                     "/etc/ssl/certs/ca-certificates.crt")  # Debian, Ubuntu
 
 
 def find_ffmpeg(explicit: Optional[str]) -> Optional[str]:
@@ -64,7 +68,9 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
             "-map", "0:a:0", "-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3", "-y", out,
         ]
         env = dict(os.environ)
-        env.setdefault("SSL_CERT_FILE", _ca_bundle() or "")
+        bundle = _ca_bundle()
+        if bundle and not env.get("SSL_CERT_FILE"):
+            env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
@@ -78,6 +84,9 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
         log.warning("ffmpeg failed (exit %s): %s", result.returncode, stderr[-2000:])
         if _HTTP_MISSING.search(stderr):
             raise NotFound("The episode's source audio is missing from storage")
+        if _HTTP_WRONG_REGION.search(stderr):
+            raise WrongRegion("S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
+                              "AWS region than the service", detail=stderr[-500:])
         if _HTTP_FAULT.search(stderr):
             raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
         raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
@@ -93,9 +102,10 @@ def _episode_duration_ms(stderr: str) -> Optional[int]:
 
 
 def _ca_bundle() -> Optional[str]:
+    """certifi's bundle (what boto3 trusts), else the system's, else None (FFmpeg then uses its own default)."""
     try:
         import certifi
 
         return certifi.where()
     except ImportError:
-        return None
+        return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
