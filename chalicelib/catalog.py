@@ -4,10 +4,12 @@ pymongo is imported only when a catalog is first needed, so a cache hit's cold s
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, ContextManager, Optional
 
 from chalicelib.errors import CatalogUnavailable, ConfigurationError, NotFound
 from chalicelib.settings import Settings
@@ -31,14 +33,18 @@ class Episode:
 class Catalog:
     """Handed a pymongo-compatible collection; turns every database fault into a 503 with Retry-After."""
 
-    def __init__(self, collection, retry_after_seconds: int, driver_errors: tuple = (Exception,)):
+    def __init__(self, collection, retry_after_seconds: int, driver_errors: tuple = (Exception,),
+                 timeout: Optional[Callable[[float], ContextManager]] = None):
         self._collection = collection
         self._retry_after = retry_after_seconds
         self._driver_errors = driver_errors
+        self._timeout = timeout  # pymongo.timeout: bounds a block of operations by the time left
 
-    def find_episode(self, guid: str) -> Episode:
+    def find_episode(self, guid: str, deadline: Optional[float] = None) -> Episode:
+        """The episode; with ``deadline`` (a ``time.monotonic()`` value) the query ends by then or is a 503."""
         try:
-            doc = self._collection.find_one({"guid": guid}, _PROJECTION)
+            with self._until(deadline):
+                doc = self._collection.find_one({"guid": guid}, _PROJECTION)
         except self._driver_errors as error:
             raise unavailable(error, self._retry_after) from None
         if doc is None:
@@ -50,6 +56,14 @@ class Catalog:
             raise NotFound(f"Episode {guid!r} has no source audio") from None
         feed = doc.get("raw_entry_original_feed") or {}
         return Episode(guid, bucket, key, doc.get("podcast_title"), feed.get("episode_title"))
+
+    def _until(self, deadline: Optional[float]) -> ContextManager:
+        if deadline is None or self._timeout is None:
+            return contextlib.nullcontext()
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise unavailable(TimeoutError("no time left before the request's deadline"), self._retry_after)
+        return self._timeout(left)
 
     def ping(self) -> None:
         try:
@@ -80,6 +94,7 @@ def mongo_client(settings: Settings):
 
 
 def open_catalog(settings: Settings) -> Catalog:
+    from pymongo import timeout
     from pymongo.errors import PyMongoError  # mongomock raises pymongo's errors too
 
     if settings.mongodb_uri:
@@ -89,7 +104,13 @@ def open_catalog(settings: Settings) -> Catalog:
             raise unavailable(error, settings.mongodb_retry_after_seconds) from None
     else:
         client = embedded_client(settings.local_catalog_file, settings.mongodb_db)
-    return Catalog(client[settings.mongodb_db][COLLECTION], settings.mongodb_retry_after_seconds, (PyMongoError,))
+    return Catalog(client[settings.mongodb_db][COLLECTION], settings.mongodb_retry_after_seconds, (PyMongoError,),
+                   _bounded(timeout, settings.mongodb_timeout_ms / 1000) if settings.mongodb_uri else None)
+
+
+def _bounded(timeout: Callable[[float], ContextManager], longest_s: float) -> Callable[[float], ContextManager]:
+    """pymongo.timeout for the time left, never longer than MONGODB_TIMEOUT_MS (it overrides the client's)."""
+    return lambda left: timeout(min(left, longest_s))
 
 
 def embedded_client(catalog_file: Optional[str], database: str):

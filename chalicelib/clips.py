@@ -62,23 +62,23 @@ class ClipService:
 
     def get_clip(self, request: ClipRequest, deadline: float) -> ClipResult:
         timer = _Timer()
-        hit, stale = self._cached(request, timer)
+        hit, stale = self._cached(request, timer, deadline)
         if hit:
             return hit
         with self._flights.hold(request.key) as waited:
             if waited:  # the same clip was being cut in this process: it is probably there now
-                hit, stale = self._cached(request, timer)
+                hit, stale = self._cached(request, timer, deadline)
                 if hit:
                     return hit
             return self._generate(request, deadline, timer, stale)
 
-    def _cached(self, request: ClipRequest, timer: "_Timer") -> Tuple[Optional[ClipResult], bool]:
+    def _cached(self, request: ClipRequest, timer: "_Timer", deadline: float) -> Tuple[Optional[ClipResult], bool]:
         """(the hit, None) when a current clip is cached; (None, stale) otherwise."""
-        stored = self._clips.lookup(request.key)
+        stored = self._clips.lookup(request.key, deadline)
         if stored is None:
             timer.lap("cache_lookup")
             return None, False
-        current = self._clips.current_etag(stored.source_bucket, stored.source_key)
+        current = self._clips.current_etag(stored.source_bucket, stored.source_key, deadline)
         timer.lap("cache_lookup")
         if current != stored.source_etag:
             return None, True
@@ -87,7 +87,7 @@ class ClipService:
                           timings_ms=timer.laps), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
-        episode = self._catalog().find_episode(request.episode_id)
+        episode = self._catalog().find_episode(request.episode_id, deadline=deadline)
         timer.lap("catalog")
         if episode.source_bucket not in self._allowed_buckets:
             log.error("episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",
@@ -95,7 +95,7 @@ class ClipService:
             raise SourceNotAllowed("The episode's source audio is in a bucket this service may not read",
                                    detail=f"s3://{episode.source_bucket}/{episode.source_key}")
         for attempt in (1, 2):
-            audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key)
+            audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
             try:
                 clip = self._cut(audio, request, deadline)
                 break
@@ -104,7 +104,7 @@ class ClipService:
                     raise
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
-        duration = self._store(request, clip, audio, stale)
+        duration = self._store(request, clip, audio, stale, deadline)
         url, expires = self._clips.presign(request.key)
         timer.lap("store")
         return ClipResult(
@@ -118,27 +118,27 @@ class ClipService:
             timings_ms=timer.laps,
         )
 
-    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool) -> int:
+    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool, deadline: float) -> int:
         """Store the clip; the duration of the clip now stored. When another request stored it first (a lost
         conditional PUT), its clip is served, unless it was cut from another version of the source while ours
         is of the current one: then ours overwrites it."""
         source = audio.source
-        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale):
+        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline):
             return clip.duration_ms
-        winner = self._clips.lookup(request.key)
+        winner = self._clips.lookup(request.key, deadline)
         if winner is None or winner.source_etag == source.etag:
             return winner.duration_ms if winner else clip.duration_ms
-        if self._clips.current_etag(source.bucket, source.key) != source.etag:
+        if self._clips.current_etag(source.bucket, source.key, deadline) != source.etag:
             return winner.duration_ms  # ours is of an older version: the winner's may be current, and hits check
         log.info("clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
                  request.key, winner.source_etag, source.etag)
-        self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True)
+        self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline)
         return clip.duration_ms
 
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)
         if source is not None:
-            index = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME)
+            index = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline)
             except ValueError as error:

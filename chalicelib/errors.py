@@ -60,6 +60,10 @@ class StorageUnavailable(Unavailable):
     """S3 failed after bounded retries."""
 
 
+class StorageTimeout(StorageUnavailable):
+    """An S3 call could not finish before the request's deadline."""
+
+
 class ClipTimeout(Unavailable):
     """Cutting did not finish before the deadline derived from the Lambda's remaining time."""
 

@@ -1,18 +1,21 @@
 """S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
 from __future__ import annotations
 
+import contextvars
 import json
 import logging
 import re
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
-from typing import Dict, Iterator, Optional, Tuple
+from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib.errors import AccessDenied, Archived, NotFound, ServiceError, StorageUnavailable, WrongRegion
+from chalicelib.errors import (AccessDenied, Archived, NotFound, ServiceError, StorageTimeout, StorageUnavailable,
+                               WrongRegion)
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +23,12 @@ CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
 CLIP_CACHE_CONTROL = "private, max-age=31536000, immutable"
 READ_ATTEMPTS = 3
+# Every S3 call on the request path is bounded: botocore makes at most S3_ATTEMPTS attempts, each at most
+# ATTEMPT_BUDGET_S (connect + read timeout), and none starts unless it can end before the request's deadline.
+S3_CONNECT_TIMEOUT_S = 1
+S3_READ_TIMEOUT_S = 2
+S3_ATTEMPTS = 3
+ATTEMPT_BUDGET_S = S3_CONNECT_TIMEOUT_S + S3_READ_TIMEOUT_S
 S3_SCHEME = "s3://"
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _PRECONDITION = {"412", "PreconditionFailed"}
@@ -30,6 +39,32 @@ _WRONG_REGION = {"PermanentRedirect", "301", "AuthorizationHeaderMalformed", "Il
 
 class SourceChanged(Exception):
     """The source object was replaced while it was being read."""
+
+
+_deadline: "contextvars.ContextVar[Optional[float]]" = contextvars.ContextVar("s3_deadline", default=None)
+
+
+@contextmanager
+def until(deadline: Optional[float]) -> Iterator[None]:
+    """S3 calls made inside are bounded by ``deadline`` (a ``time.monotonic()`` value; None: unbounded)."""
+    token = _deadline.set(deadline)
+    try:
+        yield
+    finally:
+        _deadline.reset(token)
+
+
+def refuse_late_attempts(request: Any, **kwargs: Any) -> None:
+    """botocore ``before-send`` handler (registered by the wiring): an attempt, first or retried, that could not
+    end before the deadline of the call it belongs to is not sent; StorageTimeout (503) instead."""
+    deadline = _deadline.get()
+    if deadline is None:
+        return
+    left = deadline - time.monotonic()
+    if left < ATTEMPT_BUDGET_S:
+        raise StorageTimeout("Audio storage did not answer in time; try again shortly",
+                             detail=f"{request.method} {str(request.url).split('?')[0]} not sent: {left:.1f} s left, "
+                                    f"an attempt may take {ATTEMPT_BUDGET_S} s")
 
 
 EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -110,30 +145,33 @@ def _failure(action: str, error: Exception) -> ServiceError:
 class SourceAudio:
     """Reads one version (ETag) of a source object by byte range, counting every byte it is sent."""
 
-    def __init__(self, s3, source: SourceObject, head: bytes = b""):
+    def __init__(self, s3, source: SourceObject, head: bytes = b"", deadline: Optional[float] = None):
         self._s3 = s3
         self.source = source
+        self.deadline = deadline  # every read is bounded by it (set when opened: the request's deadline)
         self.head = head  # the first bytes of the object, read when it was opened
         self.bytes_read = len(head)
         self.requests = 1 if head else 0
 
     @classmethod
-    def open(cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024) -> "SourceAudio":
+    def open(cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024,
+             deadline: Optional[float] = None) -> "SourceAudio":
         """One ranged GET of the object's head: its bytes, and from the same answer its size and ETag."""
         try:
-            response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
+            with until(deadline):
+                response = s3.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{head_bytes - 1}")
             head = response["Body"].read()
         except ClientError as error:
             if _code(error) in _MISSING:
                 raise NotFound("The episode's source audio is missing from storage") from None
             if _code(error) in ("InvalidRange", "416"):
-                return cls(s3, SourceObject(bucket, key, 0, error.response.get("ETag", "")))
+                return cls(s3, SourceObject(bucket, key, 0, error.response.get("ETag", "")), deadline=deadline)
             raise _failure("reading the source audio", error) from None
         except BotoCoreError as error:
             raise _failure("reading the source audio", error) from None
         size = int(response.get("ContentRange", "/").rsplit("/", 1)[-1] or len(head))
         source = SourceObject(bucket, key, size, response["ETag"], response.get("ContentType", ""))
-        return cls(s3, source, head)
+        return cls(s3, source, head, deadline)
 
     def read(self, start: int, end: int) -> bytes:
         """Bytes [start, end) of the object, clipped to its size; retried on transient faults."""
@@ -148,9 +186,10 @@ class SourceAudio:
                     raise NotFound("The episode's source audio is missing from storage") from None
                 raise _failure("reading the source audio", error) from None
             except BotoCoreError as error:  # a connection reset or timeout mid-body, which botocore does not retry
-                if attempt == READ_ATTEMPTS - 1:
+                pause = 0.1 * 3**attempt
+                if attempt == READ_ATTEMPTS - 1 or (self.deadline and time.monotonic() + pause > self.deadline):
                     raise _failure("reading the source audio", error) from None
-                time.sleep(0.1 * 3**attempt)
+                time.sleep(pause)
         raise AssertionError("unreachable")
 
     def _get(self, byte_range: str) -> bytes:
@@ -170,9 +209,10 @@ class SourceAudio:
     def _get_this_version(self, byte_range: str) -> dict:
         """GetObject of a range of the version (ETag) this reader opened; SourceChanged if it was replaced."""
         try:
-            response = self._s3.get_object(
-                Bucket=self.source.bucket, Key=self.source.key, Range=byte_range, IfMatch=self.source.etag
-            )
+            with until(self.deadline):
+                response = self._s3.get_object(
+                    Bucket=self.source.bucket, Key=self.source.key, Range=byte_range, IfMatch=self.source.etag
+                )
         except ClientError as error:
             if _code(error) in _PRECONDITION:
                 raise SourceChanged(self.source.key) from None
@@ -194,8 +234,8 @@ class ClipStore:
         self.bucket = bucket
         self.url_ttl_seconds = url_ttl_seconds
 
-    def lookup(self, key: str) -> Optional[StoredClip]:
-        head = self._head(self.bucket, key, "reading the clip cache")
+    def lookup(self, key: str, deadline: Optional[float] = None) -> Optional[StoredClip]:
+        head = self._head(self.bucket, key, "reading the clip cache", deadline)
         if head is None:
             return None
         meta = head.get("Metadata", {})
@@ -210,14 +250,15 @@ class ClipStore:
         except (KeyError, ValueError):
             return None  # written by something else: treat as absent and regenerate
 
-    def current_etag(self, bucket: str, key: str) -> Optional[str]:
+    def current_etag(self, bucket: str, key: str, deadline: Optional[float] = None) -> Optional[str]:
         """The source object's ETag now, or None when it is gone."""
-        head = self._head(bucket, key, "reading the source audio")
+        head = self._head(bucket, key, "reading the source audio", deadline)
         return head["ETag"] if head else None
 
-    def _head(self, bucket: str, key: str, action: str) -> Optional[dict]:
+    def _head(self, bucket: str, key: str, action: str, deadline: Optional[float]) -> Optional[dict]:
         try:
-            return self._s3.head_object(Bucket=bucket, Key=key)
+            with until(deadline):
+                return self._s3.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
             if _code(error) in _MISSING:
                 return None
@@ -226,7 +267,7 @@ class ClipStore:
             raise _failure(action, error) from None
 
     def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
-            replacing: bool) -> bool:
+            replacing: bool, deadline: Optional[float] = None) -> bool:
         """Store a clip in one request. A new clip never overwrites one another writer stored first
         (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
         metadata: Dict[str, str] = {
@@ -238,10 +279,11 @@ class ClipStore:
         }
         extra = {} if replacing else {"IfNoneMatch": "*"}
         try:
-            self._s3.put_object(
-                Bucket=self.bucket, Key=key, Body=data, ContentType="audio/mpeg",
-                CacheControl=CLIP_CACHE_CONTROL, Metadata=metadata, **extra,
-            )
+            with until(deadline):
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=key, Body=data, ContentType="audio/mpeg",
+                    CacheControl=CLIP_CACHE_CONTROL, Metadata=metadata, **extra,
+                )
         except ClientError as error:
             if _code(error) in _PRECONDITION or _code(error) == "ConditionalRequestConflict":
                 return False
@@ -263,35 +305,39 @@ class ClipStore:
         except (ClientError, BotoCoreError) as error:
             raise _failure("the clips bucket", error) from None
 
-    def artefact(self, episode_id: str, name: str) -> "EpisodeArtefact":
-        return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name)
+    def artefact(self, episode_id: str, name: str, deadline: Optional[float] = None) -> "EpisodeArtefact":
+        return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name, deadline)
 
 
 class EpisodeArtefact:
     """A JSON document derived from an episode's source (its seek index), kept beside its clips so that the
     cleanup removes it with them. An optimisation only: unreadable means absent, unwritable is logged."""
 
-    def __init__(self, s3, bucket: str, key: str):
+    def __init__(self, s3, bucket: str, key: str, deadline: Optional[float] = None):
         self._s3 = s3
         self.bucket = bucket
         self.key = key
+        self.deadline = deadline
 
     def load(self) -> Optional[dict]:
         try:
-            return json.loads(self._s3.get_object(Bucket=self.bucket, Key=self.key)["Body"].read())
+            with until(self.deadline):
+                response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
+            return json.loads(response["Body"].read())
         except ClientError as error:
             if _code(error) in _MISSING:
                 return None
             log.warning("cannot read %s: %r", self.key, error)
-        except (BotoCoreError, ValueError) as error:
+        except (BotoCoreError, ValueError, StorageTimeout) as error:
             log.warning("cannot read %s: %r", self.key, error)
         return None
 
     def save(self, document: dict) -> None:
         try:
-            self._s3.put_object(
-                Bucket=self.bucket, Key=self.key, ContentType="application/json",
-                Body=json.dumps(document, separators=(",", ":")).encode(),
-            )
-        except (ClientError, BotoCoreError) as error:
+            with until(self.deadline):
+                self._s3.put_object(
+                    Bucket=self.bucket, Key=self.key, ContentType="application/json",
+                    Body=json.dumps(document, separators=(",", ":")).encode(),
+                )
+        except (ClientError, BotoCoreError, StorageTimeout) as error:
             log.warning("cannot write %s: %r", self.key, error)

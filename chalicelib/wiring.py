@@ -28,14 +28,18 @@ class Wiring:
         import boto3
         from botocore.config import Config
 
+        from chalicelib import storage
+
         config = Config(
             signature_version="s3v4",
-            connect_timeout=2,
-            read_timeout=5,
-            retries={"mode": "standard", "total_max_attempts": 3},
+            connect_timeout=storage.S3_CONNECT_TIMEOUT_S,
+            read_timeout=storage.S3_READ_TIMEOUT_S,
+            retries={"mode": "standard", "total_max_attempts": storage.S3_ATTEMPTS},
             s3={"us_east_1_regional_endpoint": "regional"},
         )
-        return boto3.client("s3", region_name=self.declared.aws_region, config=config)
+        client = boto3.client("s3", region_name=self.declared.aws_region, config=config)
+        client.meta.events.register("before-send.s3", storage.refuse_late_attempts)  # bounded by the deadline
+        return client
 
     @functools.cached_property
     def clip_store(self):

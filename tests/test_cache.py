@@ -30,9 +30,9 @@ def catalog_calls(monkeypatch):
     calls = []
     original = Catalog.find_episode
 
-    def counting(self, guid):
+    def counting(self, guid, **kwargs):
         calls.append(guid)
-        return original(self, guid)
+        return original(self, guid, **kwargs)
 
     monkeypatch.setattr(Catalog, "find_episode", counting)
     return calls
@@ -106,17 +106,18 @@ def test_a_hit_whose_source_is_gone_asks_the_catalog_and_answers_404(s3, episode
 
 
 def test_a_clip_another_request_stored_first_is_served_not_overwritten(s3, episode, monkeypatch):
-    episode("cbr")
+    _, source = episode("cbr")
     from chalicelib.storage import ClipStore
 
+    etag = s3.head_object(Bucket=SOURCE_BUCKET, Key=source)["ETag"]  # cut from the same version as ours
     s3.put_object(Bucket=CLIPS_BUCKET, Key=KEY, Body=b"the winner's clip", Metadata={
-        "source-bucket": "x", "source-key": "y", "source-etag": "z", "duration-ms": "2999"})
+        "source-bucket": SOURCE_BUCKET, "source-key": source, "source-etag": etag, "duration-ms": "2999"})
     original_lookup = ClipStore.lookup
     looks = []
 
-    def first_lookup_misses(self, key):
+    def first_lookup_misses(self, key, deadline=None):
         looks.append(key)
-        return None if len(looks) == 1 else original_lookup(self, key)
+        return None if len(looks) == 1 else original_lookup(self, key, deadline)
 
     monkeypatch.setattr(ClipStore, "lookup", first_lookup_misses)
     response, body = get()
