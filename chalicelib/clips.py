@@ -15,6 +15,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
 from chalicelib.catalog import Catalog
+from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.ffmpeg import transcode_to_mp3
 from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, SourceAudio, SourceChanged, clip_key
@@ -87,7 +88,9 @@ class ClipService:
                           timings_ms=timer.laps), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
-        episode = self._catalog().find_episode(request.episode_id, deadline=deadline)
+        with until(deadline):  # the catalog's first use may fetch its secret from SSM
+            catalog = self._catalog()
+        episode = catalog.find_episode(request.episode_id, deadline=deadline)
         timer.lap("catalog")
         if episode.source_bucket not in self._allowed_buckets:
             log.error("episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",

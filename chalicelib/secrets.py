@@ -2,7 +2,8 @@
 
 Powertools Parameters decrypts and caches each value for ``SECRET_MAX_AGE_S``; it is imported inside the fetch,
 so that a cold start serving a cache hit never pays for it. SSM calls are bounded (``SSM_CONFIG``): at most
-``SSM_ATTEMPTS`` x (connect + read timeout), about 6 s, once per process.
+``SSM_ATTEMPTS`` x (connect + read timeout), about 6 s, once per process; inside ``deadlines.until`` no attempt
+starts that could not end before the deadline.
 """
 from __future__ import annotations
 
@@ -11,11 +12,15 @@ from collections.abc import Callable, Iterable
 
 from botocore.config import Config
 
+from chalicelib import deadlines
 from chalicelib.errors import ConfigurationError, SecretUnavailable
 
 SECRET_MAX_AGE_S = 900
 SSM_ATTEMPTS = 2
-SSM_CONFIG = Config(connect_timeout=1, read_timeout=2, retries={"mode": "standard", "total_max_attempts": SSM_ATTEMPTS})
+SSM_CONNECT_TIMEOUT_S = 1
+SSM_READ_TIMEOUT_S = 2
+SSM_CONFIG = Config(connect_timeout=SSM_CONNECT_TIMEOUT_S, read_timeout=SSM_READ_TIMEOUT_S,
+                    retries={"mode": "standard", "total_max_attempts": SSM_ATTEMPTS})
 _PERMANENT = {"ParameterNotFound", "ParameterVersionNotFound", "AccessDeniedException", "InvalidKeyId"}
 _POWERTOOLS = "aws_lambda_powertools.utilities.parameters"
 
@@ -51,7 +56,19 @@ def _install_bounded_provider() -> None:
     from aws_lambda_powertools.utilities.parameters.ssm import SSMProvider
 
     if "ssm" not in base.DEFAULT_PROVIDERS:
-        base.DEFAULT_PROVIDERS["ssm"] = SSMProvider(boto_config=SSM_CONFIG)
+        provider = SSMProvider(boto_config=SSM_CONFIG)
+        provider.client.meta.events.register("before-send.ssm", _refuse_late_attempts)
+        base.DEFAULT_PROVIDERS["ssm"] = provider
+
+
+class DeadlineReached(Exception):
+    """An SSM attempt was not sent: it could not end before the request's deadline."""
+
+
+def _refuse_late_attempts(request, **kwargs) -> None:
+    left = deadlines.left()
+    if left is not None and left < SSM_CONNECT_TIMEOUT_S + SSM_READ_TIMEOUT_S:
+        raise DeadlineReached(f"not sent: {left:.1f} s left before the request's deadline")
 
 
 def reset() -> None:

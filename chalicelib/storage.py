@@ -1,12 +1,10 @@
 """S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
 from __future__ import annotations
 
-import contextvars
 import json
 import logging
 import re
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any, Dict, Iterator, Optional, Tuple
@@ -14,6 +12,8 @@ from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from chalicelib import deadlines
+from chalicelib.deadlines import until
 from chalicelib.errors import (AccessDenied, Archived, NotFound, ServiceError, StorageTimeout, StorageUnavailable,
                                WrongRegion)
 
@@ -41,27 +41,11 @@ class SourceChanged(Exception):
     """The source object was replaced while it was being read."""
 
 
-_deadline: "contextvars.ContextVar[Optional[float]]" = contextvars.ContextVar("s3_deadline", default=None)
-
-
-@contextmanager
-def until(deadline: Optional[float]) -> Iterator[None]:
-    """S3 calls made inside are bounded by ``deadline`` (a ``time.monotonic()`` value; None: unbounded)."""
-    token = _deadline.set(deadline)
-    try:
-        yield
-    finally:
-        _deadline.reset(token)
-
-
 def refuse_late_attempts(request: Any, **kwargs: Any) -> None:
     """botocore ``before-send`` handler (registered by the wiring): an attempt, first or retried, that could not
     end before the deadline of the call it belongs to is not sent; StorageTimeout (503) instead."""
-    deadline = _deadline.get()
-    if deadline is None:
-        return
-    left = deadline - time.monotonic()
-    if left < ATTEMPT_BUDGET_S:
+    left = deadlines.left()
+    if left is not None and left < ATTEMPT_BUDGET_S:
         raise StorageTimeout("Audio storage did not answer in time; try again shortly",
                              detail=f"{request.method} {str(request.url).split('?')[0]} not sent: {left:.1f} s left, "
                                     f"an attempt may take {ATTEMPT_BUDGET_S} s")

@@ -59,12 +59,12 @@ def test_stalled_s3_is_answered_with_a_503_before_the_deadline(silent, catalog_f
 def test_no_s3_attempt_starts_that_could_not_end_before_the_deadline(s3):
     sent = []
     client = wiring.current().s3
-    client.meta.events.register_first("before-send.s3", lambda request, **kw: sent.append(request.url))
+    client.meta.events.register_last("before-send.s3", lambda request, **kw: sent.append(request.url))
     source = SourceObject(SOURCE_BUCKET, "k.mp3", 1_000_000, '"etag"')
     audio = SourceAudio(client, source, deadline=time.monotonic() + ATTEMPT_BUDGET_S - 0.5)
     with pytest.raises(StorageTimeout):
         audio.read(0, 1000)
-    assert len(sent) <= 1, "botocore's own hooks may see it; the refusal comes before the network"
+    assert sent == [], "refused before it reached the network"
 
 
 def test_a_silent_mongodb_is_bounded_by_the_deadline_not_only_by_its_own_timeout(silent):
@@ -82,3 +82,22 @@ def test_a_catalog_query_with_no_time_left_is_not_sent(silent):
     with pytest.raises(CatalogUnavailable):
         catalog.find_episode(EPISODE, deadline=time.monotonic() - 0.1)
     assert time.monotonic() - started < 0.1
+
+
+def test_the_catalogs_secret_is_not_fetched_when_no_attempt_could_end_before_the_deadline(monkeypatch):
+    from moto import mock_aws
+
+    from chalicelib import deadlines, secrets
+    from chalicelib.errors import SecretUnavailable
+
+    sent = []
+    with mock_aws():
+        secrets.reset()
+        secrets._install_bounded_provider()
+        from aws_lambda_powertools.utilities.parameters import base
+
+        base.DEFAULT_PROVIDERS["ssm"].client.meta.events.register_last(
+            "before-send.ssm", lambda request, **kw: sent.append(request.url))
+        with deadlines.until(time.monotonic() + 1.0), pytest.raises(SecretUnavailable, match="catalog's config"):
+            secrets.fetch_secret("/audio-clips/test/mongodb-uri", "The episode catalog's configuration")
+    assert sent == [], "refused before it reached the network"
