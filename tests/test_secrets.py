@@ -146,3 +146,44 @@ def test_a_fetched_secret_is_cached_for_the_process(monkeypatch):
         assert secrets.fetch_secret(PARAMETER, "x") == "first"
         ssm.put_parameter(Name=PARAMETER, Value="second", Type="SecureString", Overwrite=True)
         assert secrets.fetch_secret(PARAMETER, "x") == "first"
+
+
+HIT_IN_A_FRESH_PROCESS = """
+import json, sys
+import boto3
+from moto import mock_aws
+
+with mock_aws():
+    s3 = boto3.client("s3", region_name="us-east-1")
+    for bucket in ("pod-insights-raw", "pod-insights-clips"):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(Bucket="pod-insights-raw", Key="show/ep/audio/x.mp3", Body=b"audio")
+    etag = s3.head_object(Bucket="pod-insights-raw", Key="show/ep/audio/x.mp3")["ETag"]
+    s3.put_object(Bucket="pod-insights-clips", Key="audio_clips/ep/0-2000.mp3", Body=b"clip", Metadata={
+        "source-bucket": "pod-insights-raw", "source-key": "show/ep/audio/x.mp3", "source-etag": etag,
+        "duration-ms": "2000"})
+    from chalice.test import Client
+
+    from app import app
+
+    with Client(app) as client:
+        response = client.http.get("/api/v1/audio_clips/ep?start_time_ms=0&duration_ms=2000")
+    print(json.dumps({"status": response.status_code, "hit": json.loads(response.body).get("cache_hit"),
+                      "loaded": [m for m in ("aws_lambda_powertools", "pymongo") if m in sys.modules]}))
+"""
+
+
+def test_a_cold_cache_hit_loads_neither_powertools_nor_pymongo():
+    import os
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONGODB_", "LOCAL_CATALOG"))}
+    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
+               MONGODB_URI_SSM_PARAMETER=PARAMETER)
+    result = subprocess.run([sys.executable, "-c", HIT_IN_A_FRESH_PROCESS], cwd=root, env=env, capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.strip().splitlines()[-1])
+    assert outcome == {"status": 200, "hit": True, "loaded": []}
