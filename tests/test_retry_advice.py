@@ -52,7 +52,8 @@ PERMANENT = {
     "kms": (403, "AccessDenied", "User: arn:aws:sts::123456789012:assumed-role/audio-clips-prod/x is not authorized "
                                  "to perform: kms:Decrypt on resource: arn:aws:kms:us-east-1:123456789012:key/abc",
             "KMS key"),
-    "kms-disabled": (400, "KMS.DisabledException", "arn:aws:kms:us-east-1:123456789012:key/abc is disabled.", "KMS key"),
+    "kms-disabled": (400, "KMS.DisabledException", "arn:aws:kms:us-east-1:123456789012:key/abc is disabled.",
+                     "KMS key"),
     "denied": (403, "AccessDenied", "Access Denied", "Access denied"),
     "archived": (403, "InvalidObjectState", "The operation is not valid for the object's storage class", "archived"),
     "other-region": (301, "PermanentRedirect", "The bucket you are attempting to access must be addressed using the "
