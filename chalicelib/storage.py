@@ -6,13 +6,14 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Dict, Iterator, Optional, Tuple
 from urllib.parse import quote, unquote, urlparse
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.errors import NotFound, StorageUnavailable
+from chalicelib.signing import S3UrlSigner, UrlSigner
 
 log = logging.getLogger(__name__)
 
@@ -160,10 +161,11 @@ class SourceAudio:
 class ClipStore:
     """The clip cache in the clips bucket, and the per-episode artefacts kept beside the clips."""
 
-    def __init__(self, s3, bucket: str, url_ttl_seconds: int):
+    def __init__(self, s3, bucket: str, url_ttl_seconds: int, signer: Optional[UrlSigner] = None):
         self._s3 = s3
         self.bucket = bucket
         self.url_ttl_seconds = url_ttl_seconds
+        self.signer = signer or S3UrlSigner(s3, bucket, url_ttl_seconds)  # S3 pre-signed, or CloudFront (signing.py)
 
     def lookup(self, key: str) -> Optional[StoredClip]:
         head = self._head(self.bucket, key, "reading the clip cache")
@@ -222,11 +224,9 @@ class ClipStore:
         return True
 
     def presign(self, key: str, now: Optional[datetime] = None) -> Tuple[str, datetime]:
-        now = now or datetime.now(timezone.utc)
-        url = self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
-        )
-        return url, (now + timedelta(seconds=self.url_ttl_seconds)).replace(microsecond=0)
+        """The clip's URL and the moment until which it is honoured: never later than its signer can keep."""
+        signed = self.signer.sign(key, now)
+        return signed.url, signed.expires_at
 
     def ping(self) -> None:
         try:

@@ -37,7 +37,22 @@ class Wiring:
     def clip_store(self):
         from chalicelib.storage import ClipStore
 
-        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds)
+        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds, self.url_signer)
+
+    @functools.cached_property
+    def url_signer(self):
+        """Who signs clip URLs: CloudFront when CLOUDFRONT_DOMAIN is set (its private key read from SSM once per
+        process, never logged), otherwise S3 with the client's own credentials."""
+        from chalicelib import signing
+
+        declared = self.declared
+        if not declared.cloudfront_domain:
+            return signing.S3UrlSigner(self.s3, declared.clips_bucket, declared.clip_url_ttl_seconds)
+        parameter = declared.cloudfront_private_key_ssm_parameter or ""
+        pem = fetch_ssm_secret(parameter, "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", declared.aws_region)
+        key = signing.load_private_key(pem, "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER")
+        return signing.CloudFrontUrlSigner(declared.cloudfront_domain, declared.cloudfront_key_pair_id or "", key,
+                                           declared.clip_url_ttl_seconds)
 
     @functools.cached_property
     def cleanup(self):
@@ -95,6 +110,23 @@ def fetch_ssm_parameters(names):
         raise ConfigurationError(f"SSM parameters not found: {', '.join(response['InvalidParameters'])} "
                                  "(named by a *_SSM_PARAMETER variable)")
     return {p["Name"]: p["Value"] for p in response["Parameters"]}
+
+
+def fetch_ssm_secret(name: str, variable: str, region: str) -> str:
+    """One SecureString, decrypted; a ConfigurationError naming ``variable`` (and never the value) when unreadable."""
+    import boto3
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    from chalicelib.errors import ConfigurationError
+
+    try:
+        return boto3.client("ssm", region_name=region).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    except ClientError as error:
+        code = error.response.get("Error", {}).get("Code", "")
+        raise ConfigurationError(f"cannot read the SSM parameter {name!r} named by {variable}: {code}") from None
+    except BotoCoreError as error:
+        raise ConfigurationError(f"cannot read the SSM parameter {name!r} named by {variable}: "
+                                 f"{type(error).__name__}") from None
 
 
 def reset() -> None:
