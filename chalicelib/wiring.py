@@ -119,8 +119,11 @@ def fetch_ssm_secret(name: str, variable: str, region: str) -> str:
 
     from chalicelib.errors import ConfigurationError
 
-    try:
-        return boto3.client("ssm", region_name=region).get_parameter(Name=name, WithDecryption=True)["Parameter"]["Value"]
+    try:  # GetParameters: the action the stages' policies grant on /audio-clips/<stage>/*
+        response = boto3.client("ssm", region_name=region).get_parameters(Names=[name], WithDecryption=True)
+        if not response.get("Parameters"):
+            raise ConfigurationError(f"the SSM parameter {name!r} named by {variable} does not exist")
+        return response["Parameters"][0]["Value"]
     except ClientError as error:
         code = error.response.get("Error", {}).get("Code", "")
         raise ConfigurationError(f"cannot read the SSM parameter {name!r} named by {variable}: {code}") from None
