@@ -80,7 +80,7 @@ class ClipService:
         timer.lap("cache_lookup")
         if current != stored.source_etag:
             return None, True
-        url, expires = self._clips.presign(request.key)
+        url, expires = self._clips.presign(request.key, version=stored.source_etag)
         return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
                           timings_ms=timer.laps), False
 
@@ -98,10 +98,12 @@ class ClipService:
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
         duration = clip.duration_ms
+        version = audio.source.etag
         if not self._clips.put(request.key, clip.data, audio.source, request.episode_id, duration, stale):
             winner = self._clips.lookup(request.key)  # another request stored this clip first: serve that one
             duration = winner.duration_ms if winner else duration
-        url, expires = self._clips.presign(request.key)
+            version = winner.source_etag if winner else version
+        url, expires = self._clips.presign(request.key, version=version)
         timer.lap("store")
         return ClipResult(
             url, expires, False, request.episode_id, request.start_ms, duration,

@@ -153,7 +153,8 @@ def _base_url(value: Optional[str]) -> Optional[str]:
     return value.rstrip("/")
 
 
-_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+")
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+")  # at least two labels: no scheme, port or path
 _KEY_PAIR_ID = re.compile(r"[A-Z0-9]{8,64}")
 _SSM_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
 

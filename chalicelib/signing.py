@@ -31,6 +31,7 @@ from chalicelib.errors import ConfigurationError
 # URLs meant to last are served from CloudFront, and clients store the lasting ``play_url``.
 SESSION_CREDENTIALS_BOUND_S = 900
 SIGV4_MAX_EXPIRES_S = 7 * 86_400  # the longest X-Amz-Expires S3 accepts
+VERSION_PARAMETER = "v"  # the only query parameter in the distribution's cache key (infra/template.yaml)
 
 
 @dataclass(frozen=True)
@@ -40,7 +41,10 @@ class SignedUrl:
 
 
 class UrlSigner(Protocol):
-    def sign(self, key: str, now: datetime | None = None) -> SignedUrl: ...
+    def sign(self, key: str, now: datetime | None = None, version: str | None = None) -> SignedUrl:
+        """A URL for the clip at ``key``; ``version`` (the source ETag it was cut from) tells apart clips that a
+        replaced source made at the same key, where a cache keyed by URL would otherwise serve the old one."""
+        ...
 
 
 def _now(now: datetime | None) -> datetime:
@@ -77,7 +81,8 @@ class S3UrlSigner:
         self._credentials = credentials or (lambda: client_credentials(s3))
 
 
-    def sign(self, key: str, now: datetime | None = None) -> SignedUrl:
+    def sign(self, key: str, now: datetime | None = None, version: str | None = None) -> SignedUrl:
+        # S3 serves the object at ``key`` as it is now, whatever its version: nothing to add to the URL
         now = _now(now)  # X-Amz-Date is this second or later, so the URL lasts at least until expires_at
         lifetime = max(1, min(self.ttl_seconds, credentials_lifetime_s(self._credentials(), now)))
         url = self._s3.generate_presigned_url(
@@ -98,9 +103,11 @@ class CloudFrontUrlSigner:
     def _rsa_sha1(self, message: bytes) -> bytes:
         return self._private_key.sign(message, padding.PKCS1v15(), hashes.SHA1())  # CloudFront requires SHA-1
 
-    def sign(self, key: str, now: datetime | None = None) -> SignedUrl:
+    def sign(self, key: str, now: datetime | None = None, version: str | None = None) -> SignedUrl:
         expires_at = _now(now) + timedelta(seconds=self.ttl_seconds)
         url = f"https://{self.domain}/{quote(key, safe='/:')}"
+        if version:  # part of the edge's cache key (and signed): a clip cut again from replaced audio is a new URL
+            url += f"?{VERSION_PARAMETER}=" + quote(version.strip('"'), safe="-")
         return SignedUrl(self._signer.generate_presigned_url(url, date_less_than=expires_at), expires_at)
 
 

@@ -223,9 +223,10 @@ class ClipStore:
             raise _unavailable("writing the clip", error) from None
         return True
 
-    def presign(self, key: str, now: Optional[datetime] = None) -> Tuple[str, datetime]:
-        """The clip's URL and the moment until which it is honoured: never later than its signer can keep."""
-        signed = self.signer.sign(key, now)
+    def presign(self, key: str, now: Optional[datetime] = None, version: Optional[str] = None) -> Tuple[str, datetime]:
+        """The clip's URL and the moment until which it is honoured: never later than its signer can keep.
+        ``version``: the source ETag the clip was cut from (see signing.UrlSigner)."""
+        signed = self.signer.sign(key, now, version)
         return signed.url, signed.expires_at
 
     def ping(self) -> None:

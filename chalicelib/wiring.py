@@ -115,12 +115,15 @@ def fetch_ssm_parameters(names):
 def fetch_ssm_secret(name: str, variable: str, region: str) -> str:
     """One SecureString, decrypted; a ConfigurationError naming ``variable`` (and never the value) when unreadable."""
     import boto3
+    from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
 
     from chalicelib.errors import ConfigurationError
 
+    config = Config(connect_timeout=2, read_timeout=5, retries={"mode": "standard", "total_max_attempts": 3})
     try:  # GetParameters: the action the stages' policies grant on /audio-clips/<stage>/*
-        response = boto3.client("ssm", region_name=region).get_parameters(Names=[name], WithDecryption=True)
+        ssm = boto3.client("ssm", region_name=region, config=config)
+        response = ssm.get_parameters(Names=[name], WithDecryption=True)
         if not response.get("Parameters"):
             raise ConfigurationError(f"the SSM parameter {name!r} named by {variable} does not exist")
         return response["Parameters"][0]["Value"]

@@ -77,12 +77,15 @@ def test_the_bucket_policy_allows_only_the_distribution_and_denies_plain_http(te
     assert source.endswith(":distribution/${ClipsDistribution}"), "only this distribution, not any in the account"
 
 
-def test_the_cache_key_ignores_the_query_string_and_clips_stay_cached(template):
+def test_the_cache_key_ignores_the_signatures_query_parameters_and_clips_stay_cached(template):
+    from chalicelib.signing import VERSION_PARAMETER
+
     config = properties(template, "ClipsCachePolicy")["CachePolicyConfig"]
     key = config["ParametersInCacheKeyAndForwardedToOrigin"]
-    assert key["QueryStringsConfig"] == {"QueryStringBehavior": "none"}, "Expires/Signature/Key-Pair-Id differ per URL"
+    assert key["QueryStringsConfig"] == {"QueryStringBehavior": "whitelist", "QueryStrings": [VERSION_PARAMETER]}
+    assert not {"Expires", "Signature", "Key-Pair-Id"} & set(key["QueryStringsConfig"]["QueryStrings"])
     assert key["HeadersConfig"] == {"HeaderBehavior": "none"} and key["CookiesConfig"] == {"CookieBehavior": "none"}
-    assert config["DefaultTTL"] >= 365 * 86_400, "clips are immutable"
+    assert config["MinTTL"] >= 365 * 86_400, "a clip URL is immutable; a MinTTL > 0 caches despite Cache-Control: private"
     behavior = properties(template, "ClipsDistribution")["DistributionConfig"]["DefaultCacheBehavior"]
     assert behavior["CachePolicyId"] == {"Ref": "ClipsCachePolicy"}
 

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from chalicelib import signing, wiring
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import Settings
-from tests.conftest import CLIPS_BUCKET, EPISODE
+from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET
 
 KEY_PAIR_ID = "K2JCJMDEHXQW5F"
 DOMAIN = "d111111abcdef8.cloudfront.net"
@@ -69,6 +69,16 @@ def test_a_cloudfront_url_verifies_names_the_clip_and_carries_the_configured_exp
     assert parse_qs(url.query)["Expires"] == [str(int(signed.expires_at.timestamp()))]
     assert cloudfront_accepts(signed.url, key_pair.public_key(), NOW)
     assert cloudfront_accepts(signed.url, key_pair.public_key(), signed.expires_at - timedelta(seconds=1))
+
+
+def test_a_cloudfront_url_names_the_source_version_so_a_clip_cut_again_is_a_new_edge_object(key_pair):
+    signer = cloudfront_signer(key_pair)
+    old, new = (signer.sign(KEY, NOW, version=etag).url for etag in ('"3858f62230ac3c915f300c664312c63f"',
+                                                                        '"9a0364b9e99bb480dd25e1f0284c8555-2"'))
+    assert parse_qs(urlparse(old).query)["v"] == ["3858f62230ac3c915f300c664312c63f"]
+    assert parse_qs(urlparse(new).query)["v"] == ["9a0364b9e99bb480dd25e1f0284c8555-2"]
+    assert cloudfront_accepts(old, key_pair.public_key(), NOW) and cloudfront_accepts(new, key_pair.public_key(), NOW)
+    assert not cloudfront_accepts(old.replace("v=3858", "v=9a03"), key_pair.public_key(), NOW), "v is signed"
 
 
 def test_a_cloudfront_url_fails_once_expired(key_pair):
@@ -169,16 +179,18 @@ def cloudfront_stage(monkeypatch, key_pair, s3):
     return key_pair
 
 
-def test_the_clip_route_hands_out_a_cloudfront_url_valid_until_expires_at(cloudfront_stage, episode):
+def test_the_clip_route_hands_out_a_cloudfront_url_valid_until_expires_at(cloudfront_stage, episode, s3):
     from app import app
 
-    episode("cbr")
+    _, source = episode("cbr")
     with Client(app, stage_name="local") as client:
         response = client.http.get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms=1000&duration_ms=2000")
     assert response.status_code == 200, response.body
     body = json.loads(response.body)
     expires_at = datetime.fromisoformat(body["expires_at"])
     assert urlparse(body["clip_url"]).hostname == DOMAIN and urlparse(body["clip_url"]).path == f"/{KEY}"
+    source_etag = s3.head_object(Bucket=SOURCE_BUCKET, Key=source)["ETag"].strip('"')
+    assert parse_qs(urlparse(body["clip_url"]).query)["v"] == [source_etag]
     now = datetime.now(UTC)
     assert now + timedelta(seconds=86_400 - 5) <= expires_at <= now + timedelta(seconds=86_400)
     public_key = cloudfront_stage.public_key()
