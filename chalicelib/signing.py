@@ -70,7 +70,6 @@ def client_credentials(s3) -> Any:
     return getattr(getattr(s3, "_request_signer", None), "_credentials", None)
 
 
-
 class S3UrlSigner:
     """Pre-signed GetObject URLs of the clips bucket, honest about the credentials' life."""
 
@@ -79,7 +78,6 @@ class S3UrlSigner:
         self.bucket = bucket
         self.ttl_seconds = ttl_seconds
         self._credentials = credentials or (lambda: client_credentials(s3))
-
 
     def sign(self, key: str, now: datetime | None = None, version: str | None = None) -> SignedUrl:
         # S3 serves the object at ``key`` as it is now, whatever its version: nothing to add to the URL
