@@ -109,6 +109,16 @@ class CloudFrontUrlSigner:
         return SignedUrl(self._signer.generate_presigned_url(url, date_less_than=expires_at), expires_at)
 
 
+class DeferredSigner:
+    """A signer made on its first signature: building the clip store (say, for the health check) reads no key."""
+
+    def __init__(self, make: Callable[[], UrlSigner]):
+        self._make = make
+
+    def sign(self, key: str, now: datetime | None = None, version: str | None = None) -> SignedUrl:
+        return self._make().sign(key, now, version)
+
+
 def load_private_key(pem: str, variable: str) -> rsa.RSAPrivateKey:
     """The RSA private key in ``pem``; a ConfigurationError naming ``variable`` (never quoting the key) otherwise."""
     try:

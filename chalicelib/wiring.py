@@ -35,9 +35,11 @@ class Wiring:
 
     @functools.cached_property
     def clip_store(self):
+        from chalicelib.signing import DeferredSigner
         from chalicelib.storage import ClipStore
 
-        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds, self.url_signer)
+        return ClipStore(self.s3, self.settings.clips_bucket, self.settings.clip_url_ttl_seconds,
+                         DeferredSigner(lambda: self.url_signer))
 
     @functools.cached_property
     def url_signer(self):

@@ -222,6 +222,15 @@ def test_a_missing_key_parameter_fails_naming_the_variable(cloudfront_stage, mon
         _ = wiring.current().url_signer
 
 
+def test_the_clip_store_reads_no_key_until_a_clip_url_is_signed(cloudfront_stage, monkeypatch):
+    monkeypatch.setenv("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", "/audio-clips/test/missing")
+    wiring.reset()
+    store = wiring.current().clip_store
+    store.ping()  # the deep health check's S3 probe does not depend on the signing key
+    with pytest.raises(ConfigurationError, match="CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER"):
+        store.presign(KEY)
+
+
 # ------------------------------------------------------------------ settings
 
 CLOUDFRONT_ENV = {"CLOUDFRONT_DOMAIN": DOMAIN, "CLOUDFRONT_KEY_PAIR_ID": KEY_PAIR_ID,
