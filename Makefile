@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean
+.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean browser
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -22,8 +22,13 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) scripts/run_local.py
 
-test: venv
+test: venv browser
 	$(PY) -m pytest
+
+# tests/test_clip_cors.py drives a real headless Chromium; a fresh (Debian, root) machine gets it from apt.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+	  || echo "chromium is not installed: the browser CORS test will be skipped" >&2
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow"

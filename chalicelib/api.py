@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from chalice import Response
 
-from chalicelib import logs
+from chalicelib import links, logs
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
@@ -81,7 +81,9 @@ def deadline(lambda_context: Any) -> float:
     return time.monotonic() + max(budget - RESPONSE_MARGIN_S, 0.5)
 
 
-def clip_response(result: ClipResult, redirect: bool) -> Response:
+def clip_response(result: ClipResult, request: ParsedClipRequest, base_url: str) -> Response:
+    """The clip route's answer: a 302 to the clip with ``redirect=true``, else the JSON body, whose ``play_url``
+    (under ``base_url``, see chalicelib/links.py) is the lasting link a client should store."""
     current = _current.get(None)
     generation_ms = round((time.perf_counter() - current.started) * 1000) if current else 0
     note(
@@ -90,7 +92,7 @@ def clip_response(result: ClipResult, redirect: bool) -> Response:
         source_requests=result.source_requests, clip_bytes=result.clip_bytes,
         regenerated_stale=result.regenerated_stale, index_built=result.index_built, timings_ms=result.timings_ms,
     )
-    if redirect:
+    if request.redirect:
         return Response(body="", status_code=302, headers={"Location": result.clip_url, "Cache-Control": "no-store"})
     body = {
         "clip_url": result.clip_url,
@@ -100,6 +102,7 @@ def clip_response(result: ClipResult, redirect: bool) -> Response:
         "start_time_ms": result.start_ms,
         "duration_ms": result.duration_ms,
         "generation_time_ms": generation_ms,
+        "play_url": links.play_url(base_url, result.episode_id, request.clip.start_ms, request.clip.duration_ms),
     }
     return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
 

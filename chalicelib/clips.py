@@ -83,7 +83,7 @@ class ClipService:
         timer.lap("cache_lookup")
         if current != stored.source_etag:
             return None, True
-        url, expires = self._clips.presign(request.key)
+        url, expires = self._clips.presign(request.key, version=stored.source_etag)
         return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
                           timings_ms=timer.laps), False
 
@@ -107,8 +107,8 @@ class ClipService:
                     raise
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
-        duration = self._store(request, clip, audio, stale, deadline)
-        url, expires = self._clips.presign(request.key)
+        duration, version = self._store(request, clip, audio, stale, deadline)
+        url, expires = self._clips.presign(request.key, version=version)
         timer.lap("store")
         return ClipResult(
             url, expires, False, request.episode_id, request.start_ms, duration,
@@ -121,22 +121,23 @@ class ClipService:
             timings_ms=timer.laps,
         )
 
-    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool, deadline: float) -> int:
-        """Store the clip; the duration of the clip now stored. When another request stored it first (a lost
+    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool,
+               deadline: float) -> Tuple[int, str]:
+        """Store the clip; the duration and source ETag of the clip now stored. When another request stored it first (a lost
         conditional PUT), its clip is served, unless it was cut from another version of the source while ours
         is of the current one: then ours overwrites it."""
         source = audio.source
         if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline):
-            return clip.duration_ms
+            return clip.duration_ms, source.etag
         winner = self._clips.lookup(request.key, deadline)
         if winner is None or winner.source_etag == source.etag:
-            return winner.duration_ms if winner else clip.duration_ms
+            return (winner.duration_ms if winner else clip.duration_ms), source.etag
         if self._clips.current_etag(source.bucket, source.key, deadline) != source.etag:
-            return winner.duration_ms  # ours is of an older version: the winner's may be current, and hits check
+            return winner.duration_ms, winner.source_etag  # ours is of an older version: the winner's may be current, and hits check
         log.info("clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
                  request.key, winner.source_etag, source.etag)
         self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline)
-        return clip.duration_ms
+        return clip.duration_ms, source.etag
 
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)

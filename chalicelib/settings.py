@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Tuple
 from urllib.parse import urlsplit
@@ -52,6 +53,9 @@ class Settings:
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
     source_allowed_buckets: Tuple[str, ...] = ()  # buckets s3_audio_path may name; from_env defaults to source_bucket
+    cloudfront_domain: Optional[str] = None  # set: clip URLs are CloudFront signed URLs for this host
+    cloudfront_key_pair_id: Optional[str] = None  # the CloudFront public key's id in the distribution's key group
+    cloudfront_private_key_ssm_parameter: Optional[str] = None  # SSM SecureString holding the matching private key
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -126,6 +130,8 @@ class Settings:
             secret_parameters=parameters or None,
             source_allowed_buckets=tuple(b.strip() for b in (text("SOURCE_ALLOWED_BUCKETS", "") or "").split(",")
                                          if b.strip()) or (text("SOURCE_BUCKET", cls.source_bucket) or "",),
+            **_cloudfront(text("CLOUDFRONT_DOMAIN", None), text("CLOUDFRONT_KEY_PAIR_ID", None),
+                          text("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", None)),
         )
 
     def with_secrets(self, fetch, only: Optional[Tuple[str, ...]] = None) -> "Settings":
@@ -154,3 +160,34 @@ def _base_url(value: Optional[str]) -> Optional[str]:
         raise ConfigurationError(f"PUBLIC_BASE_URL must be an http(s) URL with no query, such as "
                                  f"https://clips.example.com, got {value!r}")
     return value.rstrip("/")
+
+
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_HOSTNAME = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})+")  # at least two labels: no scheme, port or path
+_KEY_PAIR_ID = re.compile(r"[A-Z0-9]{8,64}")
+_SSM_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
+
+
+def _cloudfront(domain: Optional[str], key_pair_id: Optional[str], parameter: Optional[str]) -> Dict[str, str]:
+    """The CloudFront signing settings: all three together, or none (clip URLs are then pre-signed by S3)."""
+    if domain is None:
+        for name, value in (("CLOUDFRONT_KEY_PAIR_ID", key_pair_id),
+                            ("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", parameter)):
+            if value is not None:
+                raise ConfigurationError(f"{name} is set but CLOUDFRONT_DOMAIN is not: set the distribution's "
+                                         "domain too, or unset both to serve S3 pre-signed URLs")
+        return {}
+    if not _HOSTNAME.fullmatch(domain):
+        raise ConfigurationError(f"CLOUDFRONT_DOMAIN must be a host name without scheme or path, such as "
+                                 f"d111111abcdef8.cloudfront.net, got {domain[:100]!r}")
+    if key_pair_id is None or not _KEY_PAIR_ID.fullmatch(key_pair_id):
+        raise ConfigurationError("CLOUDFRONT_KEY_PAIR_ID is required with CLOUDFRONT_DOMAIN: the id of the "
+                                 "CloudFront public key (upper-case letters and digits, such as K2JCJMDEHXQW5F)"
+                                 + (f", got {key_pair_id[:100]!r}" if key_pair_id else ""))
+    if parameter is None or not _SSM_NAME.fullmatch(parameter):
+        raise ConfigurationError("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER is required with CLOUDFRONT_DOMAIN: the name "
+                                 "of the SSM SecureString holding the private key (PEM), such as "
+                                 "/audio-clips/prod/cloudfront-private-key"
+                                 + (f", got {parameter[:100]!r}" if parameter else ""))
+    return {"cloudfront_domain": domain.lower(), "cloudfront_key_pair_id": key_pair_id,
+            "cloudfront_private_key_ssm_parameter": parameter}

@@ -6,7 +6,7 @@ import logging
 import re
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from typing import Any, Dict, Iterator, Optional, Tuple
 from urllib.parse import quote, unquote
 
@@ -16,6 +16,7 @@ from chalicelib import deadlines
 from chalicelib.deadlines import until
 from chalicelib.errors import (AccessDenied, Archived, NotFound, ServiceError, StorageTimeout, StorageUnavailable,
                                WrongRegion)
+from chalicelib.signing import S3UrlSigner, UrlSigner
 
 log = logging.getLogger(__name__)
 
@@ -213,10 +214,11 @@ class SourceAudio:
 class ClipStore:
     """The clip cache in the clips bucket, and the per-episode artefacts kept beside the clips."""
 
-    def __init__(self, s3, bucket: str, url_ttl_seconds: int):
+    def __init__(self, s3, bucket: str, url_ttl_seconds: int, signer: Optional[UrlSigner] = None):
         self._s3 = s3
         self.bucket = bucket
         self.url_ttl_seconds = url_ttl_seconds
+        self.signer = signer or S3UrlSigner(s3, bucket, url_ttl_seconds)  # S3 pre-signed, or CloudFront (signing.py)
 
     def lookup(self, key: str, deadline: Optional[float] = None) -> Optional[StoredClip]:
         head = self._head(self.bucket, key, "reading the clip cache", deadline)
@@ -276,12 +278,11 @@ class ClipStore:
             raise _failure("writing the clip", error) from None
         return True
 
-    def presign(self, key: str, now: Optional[datetime] = None) -> Tuple[str, datetime]:
-        now = now or datetime.now(timezone.utc)
-        url = self._s3.generate_presigned_url(
-            "get_object", Params={"Bucket": self.bucket, "Key": key}, ExpiresIn=self.url_ttl_seconds
-        )
-        return url, (now + timedelta(seconds=self.url_ttl_seconds)).replace(microsecond=0)
+    def presign(self, key: str, now: Optional[datetime] = None, version: Optional[str] = None) -> Tuple[str, datetime]:
+        """The clip's URL and the moment until which it is honoured: never later than its signer can keep.
+        ``version``: the source ETag the clip was cut from (see signing.UrlSigner)."""
+        signed = self.signer.sign(key, now, version)
+        return signed.url, signed.expires_at
 
     def ping(self) -> None:
         try:

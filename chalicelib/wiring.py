@@ -43,9 +43,26 @@ class Wiring:
 
     @functools.cached_property
     def clip_store(self):
+        from chalicelib.signing import DeferredSigner
         from chalicelib.storage import ClipStore
 
-        return ClipStore(self.s3, self.declared.clips_bucket, self.declared.clip_url_ttl_seconds)
+        return ClipStore(self.s3, self.declared.clips_bucket, self.declared.clip_url_ttl_seconds,
+                         DeferredSigner(lambda: self.url_signer))
+
+    @functools.cached_property
+    def url_signer(self):
+        """Who signs clip URLs: CloudFront when CLOUDFRONT_DOMAIN is set (its private key read from SSM once per
+        process, never logged), otherwise S3 with the client's own credentials."""
+        from chalicelib import signing
+
+        declared = self.declared
+        if not declared.cloudfront_domain:
+            return signing.S3UrlSigner(self.s3, declared.clips_bucket, declared.clip_url_ttl_seconds)
+        parameter = declared.cloudfront_private_key_ssm_parameter or ""
+        pem = secrets.fetch_secret(parameter, "The clip URL signing key (CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER)")
+        key = signing.load_private_key(pem, "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER")
+        return signing.CloudFrontUrlSigner(declared.cloudfront_domain, declared.cloudfront_key_pair_id or "", key,
+                                           declared.clip_url_ttl_seconds)
 
     @functools.cached_property
     def cleanup(self):

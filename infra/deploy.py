@@ -17,6 +17,14 @@ RECORDED = {  # stack output -> environment variable of the stage
     "ClipsBucketName": "CLIPS_BUCKET",
     "AlertTopicArn": "ALERT_TOPIC_ARN",
     "LayerArtifactsBucketName": "LAYER_ARTIFACTS_BUCKET",
+    "CloudFrontDomain": "CLOUDFRONT_DOMAIN",
+    "CloudFrontKeyPairId": "CLOUDFRONT_KEY_PAIR_ID",
+    "CloudFrontPrivateKeySsmParameter": "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER",
+}
+CLOUDFRONT_SETTINGS = {  # key of infra/cloudfront-<stage>.json -> template parameter
+    "public_key_a": "CloudFrontPublicKeyA", "public_key_b": "CloudFrontPublicKeyB",  # paths of PEM files
+    "active_key": "CloudFrontActiveKey", "price_class": "CloudFrontPriceClass",
+    "domain_name": "ClipsDomainName", "certificate_arn": "ClipsCertificateArn",
 }
 
 
@@ -24,14 +32,14 @@ def stack_name(stage: str) -> str:
     return f"audio-clips-infra-{stage}"
 
 
-def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int) -> dict:
+def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, extra: dict | None = None) -> dict:
     """Create or update the stack, wait for it, and return its outputs."""
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "ClipsBucketName", "ParameterValue": clips_bucket},
         {"ParameterKey": "ClipRetentionDays", "ParameterValue": str(retention_days)},
-    ]
+    ] + [{"ParameterKey": key, "ParameterValue": value} for key, value in (extra or {}).items()]
     with open(TEMPLATE) as handle:
         body = handle.read()
     try:
@@ -53,10 +61,33 @@ def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int) -
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
 
+def clip_delivery_parameters(path: str, cors_allow_origins: str) -> dict:
+    """CORS origins for the clips, and the CloudFront distribution as infra/cloudfront-<stage>.json describes it
+    (no file: no distribution, clips are pre-signed by S3). Key files are read relative to the repository."""
+    parameters = {"CorsAllowOrigins": cors_allow_origins}
+    if os.path.exists(path):
+        with open(path) as handle:
+            settings = json.load(handle)
+        unknown = set(settings) - set(CLOUDFRONT_SETTINGS)
+        if unknown:
+            raise SystemExit(f"{path}: unknown settings {sorted(unknown)}; known: {sorted(CLOUDFRONT_SETTINGS)}")
+        for key, value in settings.items():
+            if key.startswith("public_key_") and value:
+                with open(os.path.join(ROOT, value)) as pem:
+                    value = pem.read()
+            parameters[CLOUDFRONT_SETTINGS[key]] = value
+    return parameters
+
+
 def record_environment(config_path: str, stage: str, values: dict) -> None:
     """Set environment variables of one stage in a Chalice config file, leaving the rest as it was."""
     update_config(config_path, lambda config: config["stages"].setdefault(stage, {})
                   .setdefault("environment_variables", {}).update(values))
+
+
+def forget(environment: dict, names: list) -> None:
+    for name in names:
+        environment.pop(name, None)
 
 
 def update_config(config_path: str, change) -> None:
@@ -73,6 +104,7 @@ def main() -> int:
     parser.add_argument("stage", choices=["dev", "prod"])
     parser.add_argument("--retention-days", type=int, default=90)
     parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--cloudfront", help="default: infra/cloudfront-<stage>.json, when it exists")
     args = parser.parse_args()
     with open(args.config) as handle:
         environment = json.load(handle)["stages"][args.stage].get("environment_variables", {})
@@ -80,9 +112,14 @@ def main() -> int:
     if not clips_bucket:
         print(f"CLIPS_BUCKET is not set for stage {args.stage} in {args.config}", file=sys.stderr)
         return 2
-    outputs = deploy(boto3.client("cloudformation"), args.stage, clips_bucket, args.retention_days)
+    delivery = clip_delivery_parameters(args.cloudfront or os.path.join(ROOT, "infra", f"cloudfront-{args.stage}.json"),
+                                        environment.get("CORS_ALLOW_ORIGINS", ""))
+    outputs = deploy(boto3.client("cloudformation"), args.stage, clips_bucket, args.retention_days, delivery)
     values = {variable: outputs[output] for output, variable in RECORDED.items() if output in outputs}
     record_environment(args.config, args.stage, values)
+    gone = [v for v in RECORDED.values() if v.startswith("CLOUDFRONT_") and v not in values and v in environment]
+    if gone:  # the distribution was removed: the stage goes back to S3 pre-signed URLs
+        update_config(args.config, lambda config: forget(config["stages"][args.stage]["environment_variables"], gone))
     for variable, value in values.items():
         print(f"{args.stage}: {variable}={value}")
     return 0

@@ -53,6 +53,9 @@ UNSET_ENV = (
     "AWS_PROFILE",
     "AWS_DEFAULT_PROFILE",
     "AWS_ENDPOINT_URL_S3",
+    "CLOUDFRONT_DOMAIN",  # local runs hand out S3 pre-signed URLs; CloudFront would need a real key in SSM
+    "CLOUDFRONT_KEY_PAIR_ID",
+    "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER",
 )
 
 CHALICE_STOP_TIMEOUT_S = 10
