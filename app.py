@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
 from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, health, logs, wiring
+from chalicelib import api, cleanup, health, links, logs, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -18,7 +18,9 @@ def get_audio_clip(episode_id):
     request = api.parse_clip_request(episode_id, app.current_request.query_params,
                                      wiring.current().declared.max_clip_ms)
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
-    return api.clip_response(result, request.redirect)
+    return api.clip_response(result, request.redirect,
+                             links.base_url(app.current_request, wiring.current().declared.public_base_url),
+                             request.clip.duration_ms)
 
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["OPTIONS"])

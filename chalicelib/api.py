@@ -16,7 +16,8 @@ from urllib.parse import unquote
 
 from chalice import Response
 
-from chalicelib import logs
+from chalicelib import links, logs
+from chalicelib.attribution import ClipStory
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
@@ -80,7 +81,8 @@ def deadline(lambda_context: Any) -> float:
     return time.monotonic() + max(budget - RESPONSE_MARGIN_S, 0.5)
 
 
-def clip_response(result: ClipResult, redirect: bool) -> Response:
+def clip_response(result: ClipResult, redirect: bool, base: Optional[str] = None,
+                  requested_duration_ms: Optional[int] = None) -> Response:
     current = _current.get(None)
     generation_ms = round((time.perf_counter() - current.started) * 1000) if current else 0
     note(
@@ -100,7 +102,23 @@ def clip_response(result: ClipResult, redirect: bool) -> Response:
         "duration_ms": result.duration_ms,
         "generation_time_ms": generation_ms,
     }
+    body.update(sharing_fields(result, base, requested_duration_ms or result.duration_ms))
     return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
+
+
+def sharing_fields(result: ClipResult, base: Optional[str], requested_duration_ms: int) -> Dict[str, Any]:
+    """``share_url`` (with ``base``, this service's absolute base; for the clip as requested, as ``play_url``), the
+    titles the catalog has, and a Podcasting 2.0 ``soundbite`` of the clip served, for the episode's feed."""
+    story = ClipStory.of(result.start_ms, result.duration_ms, result.episode_title, result.podcast_title)
+    fields: Dict[str, Any] = {}
+    if base is not None:
+        fields["share_url"] = links.share_url(base, result.episode_id, result.start_ms, requested_duration_ms)
+    if story.episode_title:
+        fields["episode_title"] = story.episode_title
+    if story.podcast_title:
+        fields["podcast_title"] = story.podcast_title
+    fields["soundbite"] = story.soundbite()
+    return fields
 
 
 def cors_headers(origin: Optional[str], allowed_origins) -> Dict[str, str]:

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from chalicelib.attribution import ClipStory, tagged
 from chalicelib.audio import ClipAudio, Mp3Source, cut_mp3, tagged_duration_ms
-from chalicelib.catalog import Catalog
+from chalicelib.catalog import Catalog, Episode
 from chalicelib.errors import BadRequest, ServiceError, Undecodable
 from chalicelib.ffmpeg import transcode_to_mp3
 from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, SourceAudio, SourceChanged, clip_key
@@ -48,6 +49,8 @@ class ClipResult:
     regenerated_stale: bool = False
     index_built: bool = False  # this miss scanned the episode to build its seek index
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    episode_title: Optional[str] = None  # as cleaned for people (attribution.clean_text), when the catalog has it
+    podcast_title: Optional[str] = None
 
 
 class ClipService:
@@ -82,7 +85,8 @@ class ClipService:
             return None, True
         url, expires = self._clips.presign(request.key)
         return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
-                          timings_ms=timer.laps), False
+                          timings_ms=timer.laps, episode_title=stored.episode_title,
+                          podcast_title=stored.podcast_title), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
         episode = self._catalog().find_episode(request.episode_id)
@@ -98,7 +102,11 @@ class ClipService:
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
         duration = clip.duration_ms
-        if not self._clips.put(request.key, clip.data, audio.source, request.episode_id, duration, stale):
+        story = clip_story(episode, request.start_ms, duration)
+        data = tagged(story, clip.data)  # the engine's bytes after an ID3v2 tag saying what the clip is
+        timer.lap("tag")
+        titles = {"episode-title": story.episode_title, "podcast-title": story.podcast_title}
+        if not self._clips.put(request.key, data, audio.source, request.episode_id, duration, stale, titles):
             winner = self._clips.lookup(request.key)  # another request stored this clip first: serve that one
             duration = winner.duration_ms if winner else duration
         url, expires = self._clips.presign(request.key)
@@ -108,10 +116,12 @@ class ClipService:
             method=clip.method,
             source_bytes_read=audio.bytes_read if clip.method != "ffmpeg" else None,
             source_requests=audio.requests,
-            clip_bytes=len(clip.data),
+            clip_bytes=len(data),
             regenerated_stale=stale,
             index_built=clip.index_built,
             timings_ms=timer.laps,
+            episode_title=story.episode_title,
+            podcast_title=story.podcast_title,
         )
 
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
@@ -136,6 +146,11 @@ class ClipService:
                 )
             raise Undecodable("The episode's source audio cannot be decoded", detail="FFmpeg wrote no audio")
         return ClipAudio(result.data, served, "ffmpeg")
+
+
+def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:
+    return ClipStory.of(start_ms, duration_ms, episode.episode_title, episode.podcast_title,
+                        episode.audio_url or episode.episode_url)
 
 
 class _Timer:

@@ -1,6 +1,8 @@
 """S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -20,6 +22,7 @@ CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
 CLIP_CACHE_CONTROL = "private, max-age=31536000, immutable"
 READ_ATTEMPTS = 3
+METADATA_LIMIT = 2048 - 128  # S3 takes 2 KB of user metadata (names and values); kept back: x-amz-meta- overhead
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _PRECONDITION = {"412", "PreconditionFailed"}
 
@@ -68,6 +71,8 @@ class StoredClip:
     source_key: str
     source_etag: str
     duration_ms: int
+    episode_title: Optional[str] = None  # as the catalog had them when the clip was cut: a hit never asks it
+    podcast_title: Optional[str] = None
 
 
 def _code(error: ClientError) -> str:
@@ -177,6 +182,8 @@ class ClipStore:
                 source_key=unquote(meta["source-key"]),
                 source_etag=meta["source-etag"],
                 duration_ms=int(meta["duration-ms"]),
+                episode_title=_metadata_text(meta.get("episode-title")),
+                podcast_title=_metadata_text(meta.get("podcast-title")),
             )
         except (KeyError, ValueError):
             return None  # written by something else: treat as absent and regenerate
@@ -197,7 +204,7 @@ class ClipStore:
             raise _unavailable(action, error) from None
 
     def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
-            replacing: bool) -> bool:
+            replacing: bool, titles: Optional[Dict[str, Optional[str]]] = None) -> bool:
         """Store a clip in one request. A new clip never overwrites one another writer stored first
         (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
         metadata: Dict[str, str] = {
@@ -207,6 +214,10 @@ class ClipStore:
             "source-etag": source.etag,
             "duration-ms": str(duration_ms),
         }
+        for name, text in (titles or {}).items():  # "episode-title", "podcast-title": base64 of UTF-8 (S3 wants ASCII)
+            encoded = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii") if text else ""
+            if encoded and _metadata_size(metadata) + len(name) + len(encoded) <= METADATA_LIMIT:
+                metadata[name] = encoded
         extra = {} if replacing else {"IfNoneMatch": "*"}
         try:
             self._s3.put_object(
@@ -236,6 +247,19 @@ class ClipStore:
 
     def artefact(self, episode_id: str, name: str) -> "EpisodeArtefact":
         return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name)
+
+
+def _metadata_size(metadata: Dict[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in metadata.items())
+
+
+def _metadata_text(value: Optional[str]) -> Optional[str]:
+    if not value:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value.encode("ascii")).decode("utf-8")
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
 
 
 class EpisodeArtefact:
