@@ -42,7 +42,7 @@ def clean_url(url: Optional[str]) -> Optional[str]:
         parts = urlsplit(url)
     except ValueError:
         return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or any(c.isspace() or ord(c) < 32 for c in url):
+    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or not url.isprintable() or " " in url:
         return None
     return url.split("#", 1)[0]
 

@@ -220,7 +220,8 @@ def render_share(page: ClipPage) -> str:
         tags.insert(7, ("property", "og:audio:secure_url", page.play_url))
     head = "".join(_meta(*tag) for tag in tags) + (
         f'<link rel="canonical" href="{_e(page.share_url)}">\n'
-        f'<link rel="alternate" type="application/json+oembed" href="{_e(page.oembed_url)}" title="{_e(story.title)}">\n'
+        f'<link rel="alternate" type="application/json+oembed" href="{_e(page.oembed_url)}" '
+        f'title="{_e(story.title)}">\n'
     )
     moment = ""
     if story.link_at_moment:
