@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean
+.PHONY: run test test-fast chromium bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -22,8 +22,17 @@ venv: $(VENV)/.installed
 run: venv
 	$(PY) scripts/run_local.py
 
-test: venv
+test: venv chromium
 	$(PY) -m pytest
+
+# Debian's chromium, for the browser test of the share page (tests/test_share_browser.py): installed with apt-get when
+# missing and run as root (as CI is); anywhere else that test skips and says why.
+chromium:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium fonts-dejavu-core) \
+	      || echo "could not install chromium with apt-get: the browser test will skip" >&2; \
+	  else echo "chromium is missing and this is not root: the browser test will skip" >&2; fi; }
 
 test-fast: venv
 	$(PY) -m pytest -m "not slow"
