@@ -130,7 +130,7 @@ def id3_tag(story: ClipStory) -> bytes:
 def tagged(story: ClipStory, audio: bytes) -> bytes:
     """``audio`` with the clip's tag in front, in place of any ID3v2 tags it began with (FFmpeg's encoder writes
     one). What follows the tag is ``audio``'s own bytes, untouched."""
-    return id3_tag(story) + audio[leading_id3_bytes(audio):]
+    return id3_tag(story) + memoryview(audio)[leading_id3_bytes(audio):]  # one copy of the audio, not two
 
 
 def leading_id3_bytes(data: bytes) -> int:

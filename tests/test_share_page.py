@@ -269,3 +269,29 @@ def test_a_missing_source_is_a_404_page(client, titled, s3):
     s3.delete_object(Bucket=SOURCE_BUCKET, Key=source_key(EPISODE))
     response = get(client, f"/clips/{EPISODE}?{QUERY}")
     assert response.status_code == 404 and b"missing" in response.body
+
+
+def test_an_unreachable_catalog_is_a_503_page_with_retry_after(client, titled, monkeypatch):
+    from chalicelib import catalog
+    from chalicelib.errors import CatalogUnavailable
+
+    titled(episode_title="Stablecoins")
+
+    def down(*args, **kwargs):
+        raise CatalogUnavailable("The episode catalog is unavailable; try again later", retry_after_seconds=30)
+
+    monkeypatch.setattr(catalog.Catalog, "find_episode", down)
+    response = get(client, f"/clips/{EPISODE}?{QUERY}")
+    assert response.status_code == 503 and response.headers["Retry-After"] == "30"
+    assert Page(response.body.decode()).text["h1"] == "Temporarily unavailable"
+
+
+def test_an_unexpected_fault_is_a_500_page_without_details(client, titled, monkeypatch):
+    from chalicelib import catalog
+
+    titled(episode_title="Stablecoins")
+    monkeypatch.setattr(catalog.Catalog, "find_episode", lambda *a, **k: 1 / 0)
+    response = get(client, f"/clips/{EPISODE}?{QUERY}")
+    assert response.status_code == 500
+    assert b"ZeroDivisionError" not in response.body and b"Traceback" not in response.body
+    assert Page(response.body.decode()).text["h1"] == "Something went wrong"
