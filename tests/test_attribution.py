@@ -13,6 +13,7 @@ from mutagen.mp3 import MP3
 from app import app
 from chalicelib import attribution, catalog, clips
 from chalicelib.attribution import ClipStory, clean_text, clean_url, leading_id3_bytes
+from chalicelib.audio import tagged_duration_ms
 from tests.audio_tools import decode
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, episode_doc, source_key
 
@@ -94,6 +95,7 @@ def test_tagged_clips_stay_sample_exact_and_gapless(s3, titled_episode, audio, k
     assert clip.frames == expected, "the LAME tag after the ID3 tag still trims the clip to the sample"
     assert clip.samples == source.samples[first:first + expected]
     assert MP3(io.BytesIO(data)).info.length == pytest.approx(7.0, abs=0.03), "tag readers skip the ID3 tag too"
+    assert tagged_duration_ms(data) == 7000, "so does the engine's own duration helper"
     assert body["duration_ms"] == 7000
 
 
