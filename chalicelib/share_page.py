@@ -61,6 +61,8 @@ def clip_page(request: Any, wiring: Any, episode_id: str, query: Optional[Mappin
     parsed = api.parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
     episode = wiring.catalog.find_episode(parsed.episode_id)
     result = wiring.clips.get_clip(parsed, deadline)
+    api.note(episode_id=result.episode_id, cache_hit=result.cache_hit, start_time_ms=result.start_ms,
+             duration_ms=result.duration_ms, clip_bytes=result.clip_bytes, timings_ms=result.timings_ms)
     base = links.base_url(request, wiring.declared.public_base_url)
     args = (base, parsed.episode_id, parsed.start_ms, parsed.duration_ms)  # the clip as asked, as play_url names it
     share = links.share_url(*args)

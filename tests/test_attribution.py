@@ -191,3 +191,11 @@ def test_a_link_loses_its_own_fragment_for_the_clip_s_one():
 def test_time_ranges_read_as_clock_times():
     assert attribution.time_range(750_000, 30_000) == "12:30–13:00"
     assert attribution.time_range(3_725_000, 1_000) == "1:02:05–1:02:06"
+
+
+def test_every_leading_id3_tag_is_replaced():
+    first, second = b"ID3\x04\x00\x00\x00\x00\x00\x02ab", b"ID3\x03\x00\x10\x00\x00\x00\x00" + b"\x00" * 10
+    audio = b"\xff\xfb\x90\x00rest"
+    assert leading_id3_bytes(first + second + audio) == len(first + second)
+    assert attribution.tagged(ClipStory.of(0, 1000), first + second + audio).endswith(audio)
+    assert leading_id3_bytes(audio) == 0 and leading_id3_bytes(b"ID3") == 0
