@@ -57,3 +57,32 @@ def test_chromium_plays_the_clip_from_its_share_page(local_stack: LocalStack, ch
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.write_bytes(shot)
+
+
+def test_the_share_page_over_http_is_small_quick_and_leads_to_its_oembed(local_stack: LocalStack,  # noqa: F811
+                                                                          capsys):
+    from html.parser import HTMLParser
+
+    share_url = requests.get(f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
+                             params={"start_time_ms": 30000, "duration_ms": 20000}, timeout=30).json()["share_url"]
+    first_bytes = []
+    for _ in range(5):  # a hit after the clip route cut it: the catalog lookup and two S3 HEADs
+        response = requests.get(share_url, timeout=30, stream=True)
+        first_bytes.append(response.elapsed.total_seconds())
+        page = response.content.decode()
+    assert response.status_code == 200 and len(page.encode()) < 6_000
+
+    class Discovery(HTMLParser):
+        href = ""
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "link" and dict(attrs).get("type") == "application/json+oembed":
+                self.href = dict(attrs)["href"] or ""
+
+    discovery = Discovery()
+    discovery.feed(page)
+    oembed = requests.get(discovery.href, timeout=30)
+    assert oembed.status_code == 200 and oembed.json()["type"] == "rich"
+    with capsys.disabled():
+        print(f"\n[measure] share page: {len(page.encode())} bytes, time to headers (median of 5) "
+              f"{sorted(first_bytes)[2] * 1000:.0f} ms")
