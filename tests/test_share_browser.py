@@ -29,7 +29,7 @@ def wait_until(page, expression: str, timeout_s: float) -> None:
         time.sleep(0.1)
 
 
-def test_chromium_plays_the_clip_from_its_share_page(local_stack: LocalStack, chromium: Browser):  # noqa: F811
+def test_chromium_plays_the_clip_from_its_share_page(chromium: Browser, local_stack: LocalStack):  # noqa: F811
     answer = requests.get(f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
                           params={"start_time_ms": 60000, "duration_ms": 30000}, timeout=30).json()
     share_url = answer["share_url"]
