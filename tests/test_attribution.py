@@ -199,3 +199,16 @@ def test_every_leading_id3_tag_is_replaced():
     assert leading_id3_bytes(first + second + audio) == len(first + second)
     assert attribution.tagged(ClipStory.of(0, 1000), first + second + audio).endswith(audio)
     assert leading_id3_bytes(audio) == 0 and leading_id3_bytes(b"ID3") == 0
+
+
+def test_titles_that_would_overflow_s3_metadata_are_left_out_not_the_clip(s3):
+    from chalicelib.storage import METADATA_LIMIT, ClipStore, SourceObject
+
+    store = ClipStore(s3, CLIPS_BUCKET, 3600)
+    source = SourceObject(SOURCE_BUCKET, "show/" + "k" * 1500 + ".mp3", 10, '"etag"')
+    titles = {"episode-title": "é" * 200, "podcast-title": "Short"}
+    assert store.put("audio_clips/x/0-1000.mp3", b"ID3", source, "x", 1000, False, titles)
+    meta = s3.head_object(Bucket=CLIPS_BUCKET, Key="audio_clips/x/0-1000.mp3")["Metadata"]
+    assert sum(len(k) + len(v) for k, v in meta.items()) <= METADATA_LIMIT
+    assert "episode-title" not in meta and "podcast-title" in meta
+    assert store.lookup("audio_clips/x/0-1000.mp3").podcast_title == "Short"
