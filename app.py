@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
 from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, health, links, logs, wiring
+from chalicelib import api, cleanup, health, links, logs, share_page, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -26,6 +26,21 @@ def get_audio_clip(episode_id):
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["OPTIONS"])
 def audio_clip_preflight(episode_id):
     return api.preflight()
+
+
+@app.route("/clips/{episode_id}", methods=["GET"])
+def clip_share_page(episode_id):
+    return share_page.share_page(app.current_request, wiring.current(), episode_id, api.deadline(app.lambda_context))
+
+
+@app.route("/clips/{episode_id}/embed", methods=["GET"])
+def clip_embed_page(episode_id):
+    return share_page.embed_page(app.current_request, wiring.current(), episode_id, api.deadline(app.lambda_context))
+
+
+@app.route("/api/v1/oembed", methods=["GET"])
+def clip_oembed():
+    return share_page.oembed(app.current_request, wiring.current(), api.deadline(app.lambda_context))
 
 
 @app.route("/api/v1/openapi.json", methods=["GET"])

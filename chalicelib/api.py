@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from chalice import Response
 
 from chalicelib import links, logs
+from chalicelib.attribution import ClipStory
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
@@ -104,7 +105,22 @@ def clip_response(result: ClipResult, request: ParsedClipRequest, base_url: str)
         "generation_time_ms": generation_ms,
         "play_url": links.play_url(base_url, result.episode_id, request.clip.start_ms, request.clip.duration_ms),
     }
+    body.update(sharing_fields(result, base_url, request.clip.duration_ms))
     return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
+
+
+def sharing_fields(result: ClipResult, base: str, requested_duration_ms: int) -> Dict[str, Any]:
+    """``share_url`` (with ``base``, this service's absolute base; for the clip as requested, as ``play_url``), the
+    titles the catalog has, and a Podcasting 2.0 ``soundbite`` of the clip served, for the episode's feed."""
+    story = ClipStory.of(result.start_ms, result.duration_ms, result.episode_title, result.podcast_title)
+    share_url = links.share_url(base, result.episode_id, result.start_ms, requested_duration_ms)
+    fields: Dict[str, Any] = {"share_url": share_url}
+    if story.episode_title:
+        fields["episode_title"] = story.episode_title
+    if story.podcast_title:
+        fields["podcast_title"] = story.podcast_title
+    fields["soundbite"] = story.soundbite()
+    return fields
 
 
 def cors_headers(origin: Optional[str], allowed_origins) -> Dict[str, str]:

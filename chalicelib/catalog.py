@@ -28,6 +28,8 @@ class Episode:
     source_key: str
     podcast_title: Optional[str] = None
     episode_title: Optional[str] = None
+    episode_url: Optional[str] = None  # the episode's web page (the feed item's <link>)
+    audio_url: Optional[str] = None  # the episode's public audio (the feed item's enclosure)
 
 
 class Catalog:
@@ -55,7 +57,8 @@ class Catalog:
             log.error("episode %s has a malformed s3_audio_path: %r", guid, doc.get("s3_audio_path"))
             raise NotFound(f"Episode {guid!r} has no source audio") from None
         feed = doc.get("raw_entry_original_feed") or {}
-        return Episode(guid, bucket, key, doc.get("podcast_title"), feed.get("episode_title"))
+        return Episode(guid, bucket, key, doc.get("podcast_title"), feed.get("episode_title"),
+                       _text(feed.get("link")), _enclosure_url(feed))
 
     def _until(self, deadline: Optional[float]) -> ContextManager:
         if deadline is None or self._timeout is None:
@@ -70,6 +73,18 @@ class Catalog:
             self._collection.database.client.admin.command("ping")
         except self._driver_errors as error:
             raise unavailable(error, self._retry_after) from None
+
+
+def _text(value) -> Optional[str]:
+    return value if isinstance(value, str) else None
+
+
+def _enclosure_url(feed: dict) -> Optional[str]:
+    """The feed item's audio: feedparser's ``enclosures[0].href``, or a flat ``enclosure_url``/``audio_url``."""
+    enclosures = feed.get("enclosures")
+    if isinstance(enclosures, list) and enclosures and isinstance(enclosures[0], dict):
+        return _text(enclosures[0].get("href") or enclosures[0].get("url"))
+    return _text(feed.get("enclosure_url") or feed.get("audio_url"))
 
 
 def unavailable(error: Exception, retry_after_seconds: int) -> CatalogUnavailable:

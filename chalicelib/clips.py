@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
+from chalicelib.attribution import ClipStory, tagged
 from chalicelib.audio import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
-from chalicelib.catalog import Catalog
+from chalicelib.catalog import Catalog, Episode
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.ffmpeg import transcode_to_mp3
@@ -49,6 +50,8 @@ class ClipResult:
     regenerated_stale: bool = False
     index_built: bool = False  # this miss scanned the episode to build its seek index
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    episode_title: Optional[str] = None  # as cleaned for people (attribution.clean_text), when the catalog has it
+    podcast_title: Optional[str] = None
 
 
 class ClipService:
@@ -85,7 +88,8 @@ class ClipService:
             return None, True
         url, expires = self._clips.presign(request.key, version=stored.source_etag)
         return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
-                          timings_ms=timer.laps), False
+                          timings_ms=timer.laps, episode_title=stored.episode_title,
+                          podcast_title=stored.podcast_title), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
         with until(deadline):  # the catalog's first use may fetch its secret from SSM
@@ -107,7 +111,11 @@ class ClipService:
                     raise
                 log.info("source %s changed while being read; cutting again", episode.source_key)
         timer.lap("cut")
-        duration, version = self._store(request, clip, audio, stale, deadline)
+        story = clip_story(episode, request.start_ms, clip.duration_ms)
+        clip.data = tagged(story, clip.data)  # the engine's bytes after an ID3v2 tag saying what the clip is
+        timer.lap("tag")
+        titles = {"episode-title": story.episode_title, "podcast-title": story.podcast_title}
+        duration, version = self._store(request, clip, audio, stale, deadline, titles)
         url, expires = self._clips.presign(request.key, version=version)
         timer.lap("store")
         return ClipResult(
@@ -119,24 +127,28 @@ class ClipService:
             regenerated_stale=stale,
             index_built=clip.index_built,
             timings_ms=timer.laps,
+            episode_title=story.episode_title,
+            podcast_title=story.podcast_title,
         )
 
-    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool,
-               deadline: float) -> Tuple[int, str]:
-        """Store the clip; the duration and source ETag of the clip now stored. When another request stored it first (a lost
-        conditional PUT), its clip is served, unless it was cut from another version of the source while ours
+    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool, deadline: float,
+               titles: Dict[str, Optional[str]]) -> Tuple[int, str]:
+        """Store the clip; the duration and source ETag of the clip now stored. When another request stored it
+        first (a lost conditional PUT), its clip is served, unless it was cut from another version of the source while ours
         is of the current one: then ours overwrites it."""
         source = audio.source
-        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline):
+        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline,
+                           titles):
             return clip.duration_ms, source.etag
         winner = self._clips.lookup(request.key, deadline)
         if winner is None or winner.source_etag == source.etag:
             return (winner.duration_ms if winner else clip.duration_ms), source.etag
         if self._clips.current_etag(source.bucket, source.key, deadline) != source.etag:
-            return winner.duration_ms, winner.source_etag  # ours is of an older version: the winner's may be current, and hits check
+            # ours is of an older version: the winner's may be current, and hits check
+            return winner.duration_ms, winner.source_etag
         log.info("clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
                  request.key, winner.source_etag, source.etag)
-        self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline)
+        self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline, titles)
         return clip.duration_ms, source.etag
 
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
@@ -158,6 +170,11 @@ class ClipService:
         if not served:
             raise Undecodable("The episode's source audio cannot be decoded", detail="FFmpeg wrote no audio")
         return ClipAudio(result.data, served, "ffmpeg")
+
+
+def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:
+    return ClipStory.of(start_ms, duration_ms, episode.episode_title, episode.podcast_title,
+                        episode.audio_url or episode.episode_url)
 
 
 class _Timer:

@@ -99,3 +99,10 @@ class ConfigurationError(ServiceError):
 
 def error_body(error: ServiceError) -> Dict[str, str]:
     return {"Code": error.code, "Message": error.message}
+
+
+class UnsupportedFormat(ServiceError):
+    """oEmbed asked for a format this service does not write (it writes json)."""
+
+    status = 501
+    code = "NotImplementedError"

@@ -10,6 +10,7 @@ from urllib.parse import quote, urlencode
 
 CLIP_ROUTE = "/api/v1/audio_clips/"
 SHARE_ROUTE = "/clips/"
+OEMBED_ROUTE = "/api/v1/oembed"
 _LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
 
 
@@ -47,3 +48,13 @@ def play_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str
 def share_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
     """The clip's share page, for people."""
     return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}?{clip_query(start_ms, duration_ms)}"
+
+
+def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
+    """The clip's small player page, for iframes (``twitter:player``, oEmbed)."""
+    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/embed?{clip_query(start_ms, duration_ms)}"
+
+
+def oembed_url(base: str, share: str) -> str:
+    """The oEmbed answer describing a share page."""
+    return f"{base}{OEMBED_ROUTE}?{urlencode({'url': share, 'format': 'json'})}"

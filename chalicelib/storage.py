@@ -1,6 +1,8 @@
 """S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 import logging
 import re
@@ -31,6 +33,7 @@ S3_READ_TIMEOUT_S = 2
 S3_ATTEMPTS = 3
 ATTEMPT_BUDGET_S = S3_CONNECT_TIMEOUT_S + S3_READ_TIMEOUT_S
 S3_SCHEME = "s3://"
+METADATA_LIMIT = 2048 - 128  # S3 takes 2 KB of user metadata (names and values); kept back: x-amz-meta- overhead
 _MISSING = {"404", "NoSuchKey", "NotFound", "NoSuchBucket"}
 _PRECONDITION = {"412", "PreconditionFailed"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId"}
@@ -95,6 +98,8 @@ class StoredClip:
     source_key: str
     source_etag: str
     duration_ms: int
+    episode_title: Optional[str] = None  # as the catalog had them when the clip was cut: a hit never asks it
+    podcast_title: Optional[str] = None
 
 
 def _code(error: ClientError) -> str:
@@ -232,6 +237,8 @@ class ClipStore:
                 source_key=unquote(meta["source-key"]),
                 source_etag=meta["source-etag"],
                 duration_ms=int(meta["duration-ms"]),
+                episode_title=_metadata_text(meta.get("episode-title")),
+                podcast_title=_metadata_text(meta.get("podcast-title")),
             )
         except (KeyError, ValueError):
             return None  # written by something else: treat as absent and regenerate
@@ -253,7 +260,8 @@ class ClipStore:
             raise _failure(action, error) from None
 
     def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
-            replacing: bool, deadline: Optional[float] = None) -> bool:
+            replacing: bool, deadline: Optional[float] = None,
+            titles: Optional[Dict[str, Optional[str]]] = None) -> bool:
         """Store a clip in one request. A new clip never overwrites one another writer stored first
         (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
         metadata: Dict[str, str] = {
@@ -263,6 +271,10 @@ class ClipStore:
             "source-etag": source.etag,
             "duration-ms": str(duration_ms),
         }
+        for name, text in (titles or {}).items():  # "episode-title", "podcast-title": base64 of UTF-8 (S3 wants ASCII)
+            encoded = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii") if text else ""
+            if encoded and _metadata_size(metadata) + len(name) + len(encoded) <= METADATA_LIMIT:
+                metadata[name] = encoded
         extra = {} if replacing else {"IfNoneMatch": "*"}
         try:
             with until(deadline):
@@ -292,6 +304,19 @@ class ClipStore:
 
     def artefact(self, episode_id: str, name: str, deadline: Optional[float] = None) -> "EpisodeArtefact":
         return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name, deadline)
+
+
+def _metadata_size(metadata: Dict[str, str]) -> int:
+    return sum(len(k) + len(v) for k, v in metadata.items())
+
+
+def _metadata_text(value: Optional[str]) -> Optional[str]:
+    if not value:
+        return None
+    try:
+        return base64.urlsafe_b64decode(value.encode("ascii")).decode("utf-8")
+    except (ValueError, binascii.Error, UnicodeError):
+        return None
 
 
 class EpisodeArtefact:
