@@ -76,7 +76,7 @@ def test_a_fault_retrying_cannot_fix_is_a_500_without_retry_after_naming_its_cau
     assert len(answered) == 1 + redirects, "not retried: another attempt would fail the same way"
     [line] = [r for r in caplog.records if r.name == "audio_clips.request"]
     assert code in line.fields["detail"], "the log line names S3's own error code"
-    assert clip_objects(s3) == [] and elapsed < 2
+    assert clip_objects(s3) == [] and elapsed < 5, "no retries, no backoff"
 
 
 def test_a_throttled_source_stays_a_503_with_retry_after(s3, episode):
