@@ -36,10 +36,21 @@ def get_health():
     return api.health_response(wiring.current(), api.boolean(app.current_request.query_params, "deep"))
 
 
-@app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])
+# SOURCE_EVENTS (a stage setting): an EventBridge rule on the source bucket's audio keys, or, for a bucket this
+# service alone is notified of, a direct S3 notification. The one handler reads both shapes.
+source_events = (app.on_cw_event(cleanup.event_pattern(settings.source_bucket), name="cleanup_clips")
+                 if settings.source_events == "eventbridge" else
+                 app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                                 name="cleanup_clips"))
+
+
+@source_events
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
-    cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id)
+    cleanup.handle_source_event(event.to_dict(), wiring.current().cleanup, request_id)
+
+
+cleanup_clips.event_class = cleanup.AnySourceEvent  # either shape reaches the handler, whichever trigger is deployed
 
 
 @app.schedule(Rate(settings.health_check_rate_minutes, unit=Rate.MINUTES))

@@ -49,6 +49,7 @@ class Settings:
     public_base_url: Optional[str] = None  # base of absolute links in answers; None: taken from the request
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
+    source_events: str = "eventbridge"  # how cleanup_clips hears of source audio: "eventbridge" or "s3" (deploy time)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -121,6 +122,7 @@ class Settings:
             public_base_url=_base_url(text("PUBLIC_BASE_URL", None)),
             atlas=atlas,
             secret_parameters=parameters or None,
+            source_events=_choice("SOURCE_EVENTS", text("SOURCE_EVENTS", cls.source_events), SOURCE_EVENT_MODES),
         )
 
     def with_secrets(self, fetch) -> "Settings":
@@ -135,6 +137,15 @@ class Settings:
                             private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key))
         return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
                        secret_parameters=None)
+
+
+SOURCE_EVENT_MODES = ("eventbridge", "s3")
+
+
+def _choice(name: str, value: Optional[str], allowed: Tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _base_url(value: Optional[str]) -> Optional[str]:
