@@ -175,7 +175,8 @@ def test_both_shapes_read_as_the_same_records():
         SourceRecord(SOURCE_BUCKET, key, "removed", "ObjectRemoved:Delete")]
     assert list(source_records(eventbridge_event(key, "Object Created"))) == [
         SourceRecord(SOURCE_BUCKET, key, "created", "Object Created")]
-    assert list(source_records(eventbridge_event(key))) == [SourceRecord(SOURCE_BUCKET, key, "removed", "Object Deleted")]
+    assert list(source_records(eventbridge_event(key))) == [
+        SourceRecord(SOURCE_BUCKET, key, "removed", "Object Deleted")]
 
 
 @pytest.mark.parametrize("event", [
