@@ -10,6 +10,8 @@ import sys
 
 import boto3
 
+from stage import StageError, region, wait_for_stack  # infra/stage.py, beside this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
 CONFIG = os.path.join(ROOT, ".chalice", "config.json")
@@ -39,16 +41,19 @@ def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int) -
         exists = True
     except cloudformation.exceptions.ClientError:
         exists = False
+    print(f"{'updating' if exists else 'creating'} stack {name}", flush=True)
     if exists:
         try:
             cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters)
-            cloudformation.get_waiter("stack_update_complete").wait(StackName=name)
         except cloudformation.exceptions.ClientError as error:
             if "No updates are to be performed" not in str(error):
                 raise
+            print(f"  {name}: no changes", flush=True)
     else:
         cloudformation.create_stack(StackName=name, TemplateBody=body, Parameters=parameters)
-        cloudformation.get_waiter("stack_create_complete").wait(StackName=name)
+    status = wait_for_stack(cloudformation, name)
+    if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise StageError(f"stack {name} ended {status}: see its events above")
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
@@ -73,6 +78,7 @@ def main() -> int:
     parser.add_argument("stage", choices=["dev", "prod"])
     parser.add_argument("--retention-days", type=int, default=90)
     parser.add_argument("--config", default=CONFIG)
+    parser.add_argument("--region", help="default: AWS_REGION, else AWS_DEFAULT_REGION")
     args = parser.parse_args()
     with open(args.config) as handle:
         environment = json.load(handle)["stages"][args.stage].get("environment_variables", {})
@@ -80,11 +86,18 @@ def main() -> int:
     if not clips_bucket:
         print(f"CLIPS_BUCKET is not set for stage {args.stage} in {args.config}", file=sys.stderr)
         return 2
-    outputs = deploy(boto3.client("cloudformation"), args.stage, clips_bucket, args.retention_days)
+    try:
+        region_name = region(os.environ, args.region)
+        outputs = deploy(boto3.client("cloudformation", region_name=region_name), args.stage, clips_bucket,
+                         args.retention_days)
+    except StageError as error:
+        print(f"infra {args.stage}: {error}", file=sys.stderr)
+        return 2
     values = {variable: outputs[output] for output, variable in RECORDED.items() if output in outputs}
     record_environment(args.config, args.stage, values)
     for variable, value in values.items():
         print(f"{args.stage}: {variable}={value}")
+    print(f"recorded in {args.config}: commit it, so that every clone and CI deploy this stage the same way")
     return 0
 
 

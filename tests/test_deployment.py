@@ -70,18 +70,41 @@ def test_the_ffmpeg_layer_is_on_api_handler_only(terraform):
 
 
 @pytest.mark.slow
-def test_the_source_bucket_notifies_cleanup_of_created_and_removed_objects(terraform):
-    (notification,) = terraform["aws_s3_bucket_notification"].values()
-    assert notification["bucket"] == "pod-insights-raw"
-    (target,) = notification["lambda_function"]
-    assert sorted(target["events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-    assert "cleanup_clips" in target["lambda_function_arn"]
+def test_the_source_bucket_reaches_cleanup_through_an_eventbridge_rule_on_its_audio_keys(terraform):
+    assert "aws_s3_bucket_notification" not in terraform, "no notification on a bucket other systems are notified of"
+    rules = {name: rule for name, rule in terraform["aws_cloudwatch_event_rule"].items() if "event_pattern" in rule}
+    (name, rule), = rules.items()
+    assert json.loads(rule["event_pattern"]) == {
+        "source": ["aws.s3"], "detail-type": ["Object Created", "Object Deleted"],
+        "detail": {"bucket": {"name": ["pod-insights-raw"]}, "object": {"key": [{"wildcard": "*/*/audio/*"}]}}}
+    (target,) = [t for t in terraform["aws_cloudwatch_event_target"].values() if name in json.dumps(t)]
+    assert "cleanup_clips" in json.dumps(target["arn"])
 
 
 @pytest.mark.slow
 def test_the_health_check_runs_every_five_minutes(terraform):
-    (rule,) = terraform["aws_cloudwatch_event_rule"].values()
-    assert rule["schedule_expression"] == "rate(5 minutes)"
+    schedules = [r["schedule_expression"] for r in terraform["aws_cloudwatch_event_rule"].values()
+                 if "schedule_expression" in r]
+    assert schedules == ["rate(5 minutes)"]
+
+
+def test_a_stage_may_keep_the_direct_s3_notification(tmp_path):
+    """SOURCE_EVENTS=s3, for a bucket this service alone is notified of: the notification Chalice manages."""
+    project = project_copy(tmp_path)
+    config_path = os.path.join(project, ".chalice", "config.json")
+    with open(config_path) as handle:
+        config = json.load(handle)
+    config["stages"]["prod"]["environment_variables"]["SOURCE_EVENTS"] = "s3"
+    with open(config_path, "w") as handle:
+        json.dump(config, handle)
+    code = ("from chalice.cli.factory import CLIFactory; import json, os; f = CLIFactory('.', environ=os.environ); "
+            "c = f.create_config_obj('prod'); app = c.chalice_app; "
+            "print(json.dumps([(e.name, type(e).__name__, getattr(e, 'bucket', None)) for e in app.event_sources]))")
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
+                            check=True)
+    sources = {name: (kind, bucket) for name, kind, bucket in json.loads(result.stdout)}
+    assert sources["cleanup_clips"] == ("S3EventConfig", "pod-insights-raw")
 
 
 @pytest.mark.slow
@@ -185,9 +208,9 @@ def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_p
 
 
 def test_make_deploy_refuses_a_python_older_than_3_12():
-    result = subprocess.run(["make", "-s", "deploy", "STAGE=dev", "PY=/root/.pyenv/versions/3.11.7/bin/python"]
+    result = subprocess.run(["make", "-s", "-o", ".venv/.installed", "deploy", "STAGE=dev", "PY=/root/.pyenv/versions/3.11.7/bin/python"]
                             if os.path.exists("/root/.pyenv/versions/3.11.7/bin/python") else
-                            ["make", "-s", "deploy", "STAGE=dev", "PY=python3.11"],
+                            ["make", "-s", "-o", ".venv/.installed", "deploy", "STAGE=dev", "PY=python3.11"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert "needs Python 3.12 or newer" in result.stderr

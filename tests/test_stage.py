@@ -1,0 +1,140 @@
+"""infra/stage.py: what `make deploy` checks before any AWS call, and the IAM policies it writes from the stage's
+settings. The deploys themselves run against moto in test_chalice_deploy.py."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "infra"))
+import stage  # noqa: E402
+
+LAYER = "arn:aws:lambda:eu-west-1:123456789012:layer:audio-clips-ffmpeg-prod:3"
+
+
+def committed_config() -> dict:
+    return json.loads((ROOT / ".chalice" / "config.json").read_text())
+
+
+def ready(stage_name: str = "prod", layer: str = LAYER) -> dict:
+    """The committed config as `make infra` and `make publish-layer` leave it."""
+    config = committed_config()
+    config["stages"][stage_name]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"] = "audio-clips-artifacts-x"
+    config["stages"][stage_name]["lambda_functions"]["api_handler"]["layers"] = [layer]
+    return config
+
+
+def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`make` in this repository; -o keeps make from rebuilding the venv whose requirements may be newer."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environ.update(env or {})
+    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=60)
+
+
+# ------------------------------------------------------------------ region
+
+@pytest.mark.parametrize("environ, flag, expected", [
+    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-east-1"}, None, "eu-west-1"),
+    ({"AWS_DEFAULT_REGION": "us-east-2"}, None, "us-east-2"),
+    ({"AWS_REGION": "eu-west-1"}, "ap-southeast-2", "ap-southeast-2"),
+])
+def test_the_region_comes_from_region_then_aws_region_then_aws_default_region(environ, flag, expected):
+    assert stage.region(environ, flag) == expected
+
+
+def test_no_region_is_refused_naming_region():
+    with pytest.raises(stage.StageError, match="no AWS region: pass REGION=<region>"):
+        stage.region({})
+    with pytest.raises(stage.StageError, match="not an AWS region name"):
+        stage.region({}, "Ireland")
+
+
+# ------------------------------------------------------------------ the FFmpeg layer
+
+def test_a_stage_without_an_ffmpeg_layer_is_refused_naming_make_publish_layer():
+    with pytest.raises(stage.StageError, match=r"api_handler has no FFmpeg layer.*make publish-layer STAGE=prod "
+                                               r"REGION=eu-west-1"):
+        stage.check_layer(committed_config(), "prod", "eu-west-1")
+
+
+def test_a_layer_of_another_region_is_refused():
+    with pytest.raises(stage.StageError, match="is in eu-west-1, the deploy goes to us-east-1"):
+        stage.check_layer(ready(), "prod", "us-east-1")
+
+
+def test_a_stage_ready_to_deploy_passes_the_check():
+    assert stage.check(ready(), "prod", "eu-west-1")["CLIPS_BUCKET"] == "pod-insights-clips"
+
+
+def test_a_stage_without_infra_is_refused_naming_make_infra():
+    config = ready()
+    del config["stages"]["prod"]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"]
+    with pytest.raises(stage.StageError, match=r"LAYER_ARTIFACTS_BUCKET is not set: run `make infra STAGE=prod"):
+        stage.check(config, "prod", "eu-west-1")
+
+
+def test_make_deploy_refuses_a_stage_without_a_layer_before_any_aws_call():
+    """The committed prod stage has no layer. AWS_ENDPOINT_URL points at a closed port: an AWS call would fail
+    with a connection error instead of this message."""
+    result = make("deploy", "STAGE=prod", "REGION=eu-west-1",
+                  env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
+    assert result.returncode != 0
+    assert "api_handler has no FFmpeg layer" in result.stderr
+    assert "make publish-layer STAGE=prod REGION=eu-west-1" in result.stderr
+    assert "Could not connect" not in result.stderr + result.stdout
+
+
+def test_make_deploy_without_a_region_is_refused_naming_region():
+    result = make("deploy", "STAGE=dev")
+    assert result.returncode != 0 and "no AWS region: pass REGION=<region>" in result.stderr
+
+
+# ------------------------------------------------------------------ the policies, generated from the settings
+
+def test_the_committed_policies_are_what_the_stage_settings_generate():
+    config = committed_config()
+    for stage_name in ("dev", "prod"):
+        environment = stage.stage_environment(config, stage_name)
+        for function, document in stage.policy_documents(stage_name, environment).items():
+            path = stage.policy_path(ROOT / ".chalice" / "config.json", config, stage_name, function)
+            assert json.loads(path.read_text()) == document, f"{path.name}: run `make policies STAGE={stage_name}`"
+
+
+def test_renamed_buckets_reach_every_policy(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    config = committed_config()
+    config["stages"]["dev"]["environment_variables"].update(SOURCE_BUCKET="acme-raw", CLIPS_BUCKET="acme-clips-dev")
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    written = stage.write_policies(tmp_path / ".chalice" / "config.json", "dev")
+    assert sorted(p.name for p in written) == [f"policy-dev-{f}.json" for f in stage.FUNCTIONS]
+    text = "".join(p.read_text() for p in written)
+    assert "pod-insights" not in text
+    api = json.loads((tmp_path / ".chalice" / "policy-dev-api_handler.json").read_text())
+    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::acme-raw/*"]} in api["Statement"]
+    assert stage.write_policies(tmp_path / ".chalice" / "config.json", "dev") == [], "unchanged settings: no writes"
+
+
+def test_cleanup_may_send_its_failed_events_to_its_queue_only():
+    documents = stage.policy_documents("prod", stage.stage_environment(committed_config(), "prod"))
+    sqs = [s for s in documents["cleanup_clips"]["Statement"] if any(a.startswith("sqs:") for a in s["Action"])]
+    assert sqs == [{"Sid": "SendFailedEvents", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                    "Resource": ["arn:aws:sqs:*:*:audio-clips-prod-cleanup_clips-failed"]}]
+    assert not any(a.startswith("sqs:") for f in ("api_handler", "health_check")
+                   for s in documents[f]["Statement"] for a in s["Action"])
+
+
+def test_the_stage_settings_name_the_buckets_and_the_event_source():
+    config = committed_config()
+    for stage_name in ("dev", "prod"):
+        environment = stage.stage_environment(config, stage_name)
+        assert environment["SOURCE_EVENTS"] == "eventbridge"
+        assert environment["SOURCE_BUCKET"] and environment["CLIPS_BUCKET"]
+    assert copy.deepcopy(config) == committed_config()
