@@ -31,8 +31,8 @@ CONFIG = ROOT / ".chalice" / "config.json"
 APP_NAME = "audio-clips"
 FUNCTIONS = ("api_handler", "cleanup_clips", "health_check")
 STATE_PREFIX = "chalice-state"  # s3://<LAYER_ARTIFACTS_BUCKET>/chalice-state/<stage>.json
-LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12}):layer:(?P<name>[A-Za-z0-9_-]+)"
-                       r":(?P<version>\d+)$")
+LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12})"
+                       r":layer:(?P<name>[A-Za-z0-9_-]+):(?P<version>\d+)$")
 
 
 class StageError(Exception):

@@ -83,8 +83,8 @@ def test_a_stage_without_infra_is_refused_naming_make_infra():
 def test_make_deploy_refuses_a_stage_without_a_layer_before_any_aws_call():
     """The committed prod stage has no layer. AWS_ENDPOINT_URL points at a closed port: an AWS call would fail
     with a connection error instead of this message."""
-    result = make("deploy", "STAGE=prod", "REGION=eu-west-1",
-                  env={"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"})
+    closed_port = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    result = make("deploy", "STAGE=prod", "REGION=eu-west-1", env=closed_port)
     assert result.returncode != 0
     assert "api_handler has no FFmpeg layer" in result.stderr
     assert "make publish-layer STAGE=prod REGION=eu-west-1" in result.stderr
