@@ -58,7 +58,8 @@ publish-layer: require-stage layer
 	$(PY) layers/ffmpeg/publish.py $(STAGE) $(if $(BUCKET),--bucket $(BUCKET)) $(REGION_FLAG)
 
 infra: require-stage venv
-	$(PY) infra/deploy.py $(STAGE) $(REGION_FLAG) $(if $(RETENTION_DAYS),--retention-days $(RETENTION_DAYS))
+	$(PY) infra/deploy.py $(STAGE) $(REGION_FLAG) $(if $(RETENTION_DAYS),--retention-days $(RETENTION_DAYS)) \
+	  $(if $(LOG_RETENTION_DAYS),--log-retention-days $(LOG_RETENTION_DAYS)) $(if $(filter true,$(DASHBOARD)),--dashboard)
 
 # The IAM policies of a stage, written from its settings in .chalice/config.json (make deploy does it too).
 policies: require-stage venv

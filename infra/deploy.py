@@ -26,14 +26,14 @@ def stack_name(stage: str) -> str:
     return f"audio-clips-infra-{stage}"
 
 
-def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int) -> dict:
-    """Create or update the stack, wait for it, and return its outputs."""
+def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, extra: dict | None = None) -> dict:
+    """Create or update the stack, wait for it, and return its outputs. ``extra``: more template parameters."""
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "ClipsBucketName", "ParameterValue": clips_bucket},
         {"ParameterKey": "ClipRetentionDays", "ParameterValue": str(retention_days)},
-    ]
+    ] + [{"ParameterKey": key, "ParameterValue": str(value)} for key, value in (extra or {}).items()]
     with open(TEMPLATE) as handle:
         body = handle.read()
     try:
@@ -79,6 +79,8 @@ def main() -> int:
     parser.add_argument("--retention-days", type=int, default=90)
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--region", help="default: AWS_REGION, else AWS_DEFAULT_REGION")
+    parser.add_argument("--log-retention-days", type=int, default=30, help="each function's log group")
+    parser.add_argument("--dashboard", action="store_true", help="a CloudWatch dashboard of the stage")
     args = parser.parse_args()
     with open(args.config) as handle:
         environment = json.load(handle)["stages"][args.stage].get("environment_variables", {})
@@ -89,7 +91,8 @@ def main() -> int:
     try:
         region_name = region(os.environ, args.region)
         outputs = deploy(boto3.client("cloudformation", region_name=region_name), args.stage, clips_bucket,
-                         args.retention_days)
+                         args.retention_days, {"LogRetentionDays": args.log_retention_days,
+                                               "WithDashboard": str(args.dashboard).lower()})
     except StageError as error:
         print(f"infra {args.stage}: {error}", file=sys.stderr)
         return 2

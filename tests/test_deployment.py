@@ -170,15 +170,71 @@ def test_the_clips_bucket_is_private_encrypted_and_expires_clips(template):
     assert template["ClipsBucket"]["DeletionPolicy"] == "Retain"
 
 
-def test_every_alarm_notifies_the_alert_topic(template):
-    alarms = {name: r["Properties"] for name, r in template.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    for name, alarm in alarms.items():
-        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}], name
-    watched = {(a["MetricName"], json.dumps(a["Dimensions"][0]["Value"])) for a in alarms.values()}
+ALERT_OWNERS = {  # alarms that notify the topic themselves; the rest are inputs (see the template's comment)
+    "ApiFailing", "ApiThrottles", "CleanupErrors", "CleanupThrottles", "HealthCheckErrors", "HealthCheckThrottles",
+    "HealthCheckStopped", "CleanupFailedEvents"}
+
+
+def test_every_alarm_is_watched_and_only_the_owner_of_each_signal_notifies(template):
+    alarms = {name: r["Properties"] for name, r in template.items()
+              if r["Type"] in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")}
+    assert {name for name, alarm in alarms.items() if alarm.get("AlarmActions")} == ALERT_OWNERS
+    for name in ALERT_OWNERS:
+        assert alarms[name]["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+    assert not any(alarm.get("OKActions") for alarm in alarms.values()), "one message per outage, not two"
+    metric = {name: a for name, a in alarms.items() if "MetricName" in a}
+    watched = {(a["MetricName"], json.dumps(a["Dimensions"][0]["Value"])) for a in metric.values()}
     for function in ("audio-clips-${Stage}", "audio-clips-${Stage}-cleanup_clips", "audio-clips-${Stage}-health_check"):
-        for metric in ("Errors", "Throttles"):
-            assert (metric, json.dumps({"Fn::Sub": function})) in watched
+        for name in ("Errors", "Throttles"):
+            assert (name, json.dumps({"Fn::Sub": function})) in watched
     assert alarms["ApiDurationNearTimeout"]["Threshold"] == {"Ref": "ApiDurationAlarmMs"}
+
+
+def test_api_gateway_5xx_and_p99_latency_alarms_per_stage(template):
+    stage_api = [{"Name": "ApiName", "Value": "audio-clips"}, {"Name": "Stage", "Value": {"Ref": "Stage"}}]
+    errors, latency = template["Api5xx"]["Properties"], template["ApiLatencyP99"]["Properties"]
+    assert (errors["Namespace"], errors["MetricName"], errors["Statistic"]) == ("AWS/ApiGateway", "5XXError", "Sum")
+    assert errors["Dimensions"] == stage_api and errors["Threshold"] == {"Ref": "Api5xxAlarmCount"}
+    assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and errors["Period"] == 300
+    assert (latency["Namespace"], latency["MetricName"], latency["ExtendedStatistic"]) == (
+        "AWS/ApiGateway", "Latency", "p99")
+    assert latency["Dimensions"] == stage_api and latency["Threshold"] == {"Ref": "ApiLatencyP99AlarmMs"}
+    assert latency["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_api_alerts_once_through_a_composite_held_back_during_a_catalog_outage(template):
+    composite = template["ApiFailing"]["Properties"]
+    rule = composite["AlarmRule"]["Fn::Sub"]
+    for member in ("Api5xx", "ApiLatencyP99", "ApiErrors", "ApiDurationNearTimeout"):
+        assert f'ALARM("${{{member}}}")' in rule
+    assert composite["ActionsSuppressor"] == {"Ref": "CatalogUnhealthy"}
+    assert composite["ActionsSuppressorWaitPeriod"] >= 600, "CatalogUnhealthy needs 2 of 3 five-minute periods"
+    assert "OKActions" not in composite
+
+
+def test_each_function_log_group_is_declared_with_retention(template):
+    groups = {r["Properties"]["LogGroupName"]["Fn::Sub"]: r["Properties"] for r in template.values()
+              if r["Type"] == "AWS::Logs::LogGroup"}
+    assert set(groups) == {f"/aws/lambda/{name}" for name in (
+        "audio-clips-${Stage}", "audio-clips-${Stage}-cleanup_clips", "audio-clips-${Stage}-health_check")}
+    assert all(g["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+def test_cleanup_failures_queue_and_its_depth_alarm(template):
+    queue = template["CleanupFailures"]["Properties"]
+    assert queue["QueueName"] == {"Fn::Sub": "audio-clips-${Stage}-cleanup_clips-failed"}
+    assert queue["MessageRetentionPeriod"] == 1209600 and queue["SqsManagedSseEnabled"] is True
+    alarm = template["CleanupFailedEvents"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["CleanupFailures", "QueueName"]}}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+
+
+def test_the_dashboard_is_optional(template):
+    assert template["StageDashboard"]["Condition"] == "Dashboard"
+    body = template["StageDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    json.loads(body.replace("${AWS::Region}", "us-east-1").replace("${Stage}", "dev")
+               .replace("${CleanupFailures.QueueName}", "q"))
 
 
 def test_the_catalog_alarm_treats_missing_data_as_breaching(template):
@@ -187,6 +243,9 @@ def test_the_catalog_alarm_treats_missing_data_as_breaching(template):
     assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (2, 3)
     assert alarm["TreatMissingData"] == "breaching", "a health check that stopped running must be noticed"
     assert alarm["Dimensions"] == [{"Name": "Service", "Value": {"Fn::Sub": "audio-clips-${Stage}"}}]
+    stopped = template["HealthCheckStopped"]["Properties"]
+    assert (stopped["MetricName"], stopped["Statistic"], stopped["TreatMissingData"]) == (
+        "MongoPingOk", "SampleCount", "breaching")
 
 
 def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_path, monkeypatch):
