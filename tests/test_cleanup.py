@@ -156,7 +156,10 @@ def test_an_eventbridge_event_purges_the_episode_through_the_same_handler(s3):
     assert remaining(s3, A) == 0 and remaining(s3, B) == 4
 
 
-def test_a_replayed_s3_notification_and_an_eventbridge_event_reach_one_handler_as_lambda_calls_it(s3):
+def test_a_replayed_s3_notification_and_an_eventbridge_event_reach_one_handler_as_lambda_calls_it(moto_server):
+    """Over HTTP against moto's server: the entry point Lambda calls (app.cleanup_clips), whichever trigger the
+    stage deployed (moto cannot run the function itself: no Docker here)."""
+    s3 = moto_server
     seed(s3, A, 3)
     seed(s3, B, 3)
     context = SimpleNamespace(aws_request_id="req-1", get_remaining_time_in_millis=lambda: 60_000)
