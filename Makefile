@@ -8,7 +8,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
 
 
 .PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean \
-	destroy policies check-stage
+	destroy policies check-stage source-events
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -64,6 +64,10 @@ infra: require-stage venv
 # The IAM policies of a stage, written from its settings in .chalice/config.json (make deploy does it too).
 policies: require-stage venv
 	$(PY) infra/stage.py policies $(STAGE)
+
+# Optional, once per source bucket: its events to EventBridge (keeps the notifications other consumers set).
+source-events: require-stage venv
+	$(PY) infra/stage.py source-events $(STAGE) $(REGION_FLAG)
 
 # What a deploy needs that can be checked without AWS (region, settings, the FFmpeg layer).
 check-stage: require-stage venv

@@ -9,6 +9,8 @@
 - ``deploy``: check, policies, then ``chalice deploy`` between fetching and storing Chalice's deployed state
   (``.chalice/deployed/<stage>.json``) in the stage's artifacts bucket, so that every clone and CI update the same
   API and functions; then ``cleanup_clips``'s failed events are sent to its SQS queue.
+- ``source-events``: turns on the source bucket's delivery to EventBridge, keeping its other notifications
+  (optional: the bucket's owner may do it instead).
 - ``destroy``: ``chalice delete``, the stored state, the layer's versions, and the infra stack; the clips bucket is
   retained (said so).
 
@@ -289,6 +291,19 @@ def deploy(stage: str, region_name: str, project: Path = ROOT, clients: Callable
     say(f"deployed stage {stage} in {time.monotonic() - started:.0f} s")
 
 
+def enable_source_events(s3, bucket: str) -> bool:
+    """Turns on the source bucket's delivery to EventBridge (one bucket setting), keeping every notification other
+    consumers configured; False when it was on already. Needs s3:GetBucketNotification/PutBucketNotification on a
+    bucket this service does not own: its owner may prefer to do it (README, "Deploy to AWS")."""
+    current = s3.get_bucket_notification_configuration(Bucket=bucket)
+    current.pop("ResponseMetadata", None)
+    if "EventBridgeConfiguration" in current:
+        return False
+    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
+        **current, "EventBridgeConfiguration": {}}, SkipDestinationValidation=True)
+    return True
+
+
 def send_cleanup_failures_to_queue(lambda_client, sqs, stage: str) -> str:
     """cleanup_clips runs asynchronously: after Lambda's two retries a failed event goes to the stage's queue
     (which has a depth alarm) instead of being dropped. Chalice has no setting for it."""
@@ -359,7 +374,7 @@ def _clients(region_name: str) -> Callable[[str], Any]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("command", choices=["check", "policies", "deploy", "destroy"])
+    parser.add_argument("command", choices=["check", "policies", "deploy", "destroy", "source-events"])
     parser.add_argument("stage")
     parser.add_argument("--region", help="default: AWS_REGION, else AWS_DEFAULT_REGION")
     parser.add_argument("--project", type=Path, default=ROOT, help="the project folder (tests deploy a copy)")
@@ -374,6 +389,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "check":
             check(load_config(config_path), args.stage, region_name)
             say(f"stage {args.stage} is ready to deploy to {region_name}")
+        elif args.command == "source-events":
+            bucket = required(stage_environment(load_config(config_path), args.stage), args.stage, "SOURCE_BUCKET",
+                              f"set it under stages.{args.stage}.environment_variables")
+            changed = enable_source_events(_clients(region_name)("s3"), bucket)
+            say(f"s3://{bucket}: {'now sends' if changed else 'already sent'} its events to EventBridge "
+                "(other notifications kept)")
         elif args.command == "deploy":
             deploy(args.stage, region_name, args.project)
         else:

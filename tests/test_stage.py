@@ -138,3 +138,24 @@ def test_the_stage_settings_name_the_buckets_and_the_event_source():
         assert environment["SOURCE_EVENTS"] == "eventbridge"
         assert environment["SOURCE_BUCKET"] and environment["CLIPS_BUCKET"]
     assert copy.deepcopy(config) == committed_config()
+
+
+def test_source_events_turns_on_eventbridge_and_keeps_the_other_consumers_notifications(moto_server):
+    """Against moto's server: the raw bucket already notifies another system's queue. moto keeps the EventBridge
+    setting but leaves it out of GetBucketNotificationConfiguration's answer, so it is read from moto's backend."""
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    import boto3
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="transcription")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    others = [{"Id": "transcribe", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+    moto_server.put_bucket_notification_configuration(Bucket="pod-insights-raw",
+                                                      NotificationConfiguration={"QueueConfigurations": others})
+    assert stage.enable_source_events(moto_server, "pod-insights-raw") is True
+    after = moto_server.get_bucket_notification_configuration(Bucket="pod-insights-raw")
+    assert after["QueueConfigurations"] == others
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets["pod-insights-raw"]
+    assert bucket.notification_configuration.event_bridge == {}
