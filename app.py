@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
 from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, health, logs, wiring
+from chalicelib import api, cleanup, health, logs, tracing, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -11,6 +11,11 @@ settings = wiring.current().declared  # read and validated at start: a bad varia
 @app.middleware("http")
 def contract_errors_cors_and_request_log(event, get_response):
     return api.serve(event, get_response, wiring.current().declared.cors_allow_origins)
+
+
+@app.middleware("all")
+def xray_tracing(event, get_response):  # TRACING=true (a stage option): the Tracer is imported on first use only
+    return tracing.around(wiring.current().declared.tracing, tracing.event_name(event), lambda: get_response(event))
 
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])

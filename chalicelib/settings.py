@@ -50,6 +50,7 @@ class Settings:
     atlas: Optional[AtlasSettings] = None
     secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
     source_events: str = "eventbridge"  # how cleanup_clips hears of source audio: "eventbridge" or "s3" (deploy time)
+    tracing: bool = False  # X-Ray subsegments through Powertools' Tracer (with the stage's "xray": true)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -123,6 +124,7 @@ class Settings:
             atlas=atlas,
             secret_parameters=parameters or None,
             source_events=_choice("SOURCE_EVENTS", text("SOURCE_EVENTS", cls.source_events), SOURCE_EVENT_MODES),
+            tracing=flag("TRACING"),
         )
 
     def with_secrets(self, fetch) -> "Settings":

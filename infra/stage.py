@@ -125,6 +125,12 @@ def check(config: Mapping[str, Any], stage: str, region_name: str) -> dict[str, 
     if not environment.get("LAYER_ARTIFACTS_BUCKET", "").strip():
         problems.append(f"LAYER_ARTIFACTS_BUCKET is not set: run `make infra STAGE={stage} REGION={region_name}` and "
                         "commit .chalice/config.json (the bucket also keeps the stage's deployed state)")
+    tracing = environment.get("TRACING", "false").strip().lower() == "true"
+    xray = bool(config["stages"][stage].get("xray", config.get("xray", False)))
+    if tracing != xray:
+        problems.append(f"TRACING is {str(tracing).lower()} but \"xray\" is {str(xray).lower()}: X-Ray is one stage "
+                        f"option, set both under stages.{stage} (\"xray\": true turns on Lambda's and API Gateway's "
+                        "tracing, TRACING=true the service's own subsegments)")
     try:
         check_layer(config, stage, region_name)
     except StageError as error:

@@ -143,10 +143,9 @@ def test_the_stage_settings_name_the_buckets_and_the_event_source():
 def test_source_events_turns_on_eventbridge_and_keeps_the_other_consumers_notifications(moto_server):
     """Against moto's server: the raw bucket already notifies another system's queue. moto keeps the EventBridge
     setting but leaves it out of GetBucketNotificationConfiguration's answer, so it is read from moto's backend."""
+    import boto3
     from moto.core import DEFAULT_ACCOUNT_ID
     from moto.s3.models import s3_backends
-
-    import boto3
 
     sqs = boto3.client("sqs", region_name="us-east-1")
     queue = sqs.create_queue(QueueName="transcription")["QueueUrl"]
@@ -159,3 +158,12 @@ def test_source_events_turns_on_eventbridge_and_keeps_the_other_consumers_notifi
     assert after["QueueConfigurations"] == others
     bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets["pod-insights-raw"]
     assert bucket.notification_configuration.event_bridge == {}
+
+
+def test_tracing_is_one_stage_option_set_in_both_places():
+    config = ready()
+    config["stages"]["prod"]["environment_variables"]["TRACING"] = "true"
+    with pytest.raises(stage.StageError, match='TRACING is true but "xray" is false'):
+        stage.check(config, "prod", "eu-west-1")
+    config["stages"]["prod"]["xray"] = True
+    assert stage.check(config, "prod", "eu-west-1")["TRACING"] == "true"
