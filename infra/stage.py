@@ -52,8 +52,12 @@ def stack_name(stage: str) -> str:
     return f"{APP_NAME}-infra-{stage}"
 
 
-def layer_name(stage: str) -> str:
-    return f"{APP_NAME}-ffmpeg-{stage}"
+def layer_name(stage: str, arch: str = "x86_64") -> str:
+    """The stage's FFmpeg layer; an arm64 layer says so in its name (a layer ARN does not tell its architecture)."""
+    return f"{APP_NAME}-ffmpeg-{stage}" + ("" if arch == "x86_64" else f"-{arch}")
+
+
+ARCHITECTURES = ("x86_64", "arm64")
 
 
 def cleanup_failures_queue(stage: str) -> str:
@@ -96,6 +100,14 @@ def required(environment: Mapping[str, str], stage: str, name: str, fix: str) ->
     return value
 
 
+def architecture(config: Mapping[str, Any], stage: str) -> str:
+    """The stage's lambda_architecture (Chalice's setting; the top level's, else x86_64)."""
+    value = config["stages"][stage].get("lambda_architecture", config.get("lambda_architecture", "x86_64"))
+    if value not in ARCHITECTURES:
+        raise StageError(f"stage {stage}: lambda_architecture must be one of {', '.join(ARCHITECTURES)}, got {value!r}")
+    return value
+
+
 def check_layer(config: Mapping[str, Any], stage: str, region_name: str) -> str:
     """The FFmpeg layer of the stage's api_handler: configured, a layer version ARN, in the deploy's region."""
     fix = f"run `make publish-layer STAGE={stage} REGION={region_name}` and commit .chalice/config.json"
@@ -108,6 +120,10 @@ def check_layer(config: Mapping[str, Any], stage: str, region_name: str) -> str:
         match = LAYER_ARN.match(arn)
         if not match:
             raise StageError(f"stage {stage}: api_handler's layer {arn!r} is not a layer version ARN: {fix}")
+        expected = layer_name(stage, architecture(config, stage))
+        if match["name"] != expected:
+            raise StageError(f"stage {stage}: api_handler's layer {arn} is not {expected}, the layer of this stage "
+                             f"and its lambda_architecture ({architecture(config, stage)}): {fix}")
         if match["region"] != region_name:
             raise StageError(f"stage {stage}: api_handler's layer {arn} is in {match['region']}, the deploy goes to "
                              f"{region_name} (layers are regional): {fix}")
@@ -336,9 +352,10 @@ def destroy(stage: str, region_name: str, project: Path = ROOT, clients: Callabl
     else:
         say(f"no deployed state in s3://{bucket}/{state_key(stage)}: no functions or API to delete")
     lambda_client = client("lambda")
-    for version in lambda_client.list_layer_versions(LayerName=layer_name(stage)).get("LayerVersions", []):
-        lambda_client.delete_layer_version(LayerName=layer_name(stage), VersionNumber=version["Version"])
-        say(f"deleted layer version {version['LayerVersionArn']}")
+    for name in (layer_name(stage, arch) for arch in ARCHITECTURES):
+        for version in lambda_client.list_layer_versions(LayerName=name).get("LayerVersions", []):
+            lambda_client.delete_layer_version(LayerName=name, VersionNumber=version["Version"])
+            say(f"deleted layer version {version['LayerVersionArn']}")
     empty_bucket(s3, bucket)
     cloudformation = client("cloudformation")
     say(f"deleting stack {stack_name(stage)}")

@@ -167,3 +167,24 @@ def test_tracing_is_one_stage_option_set_in_both_places():
         stage.check(config, "prod", "eu-west-1")
     config["stages"]["prod"]["xray"] = True
     assert stage.check(config, "prod", "eu-west-1")["TRACING"] == "true"
+
+
+def test_an_arm64_stage_needs_the_arm64_layer():
+    config = ready()
+    config["stages"]["prod"]["lambda_architecture"] = "arm64"
+    with pytest.raises(stage.StageError, match="is not audio-clips-ffmpeg-prod-arm64, the layer of this stage and its "
+                                               r"lambda_architecture \(arm64\)"):
+        stage.check(config, "prod", "eu-west-1")
+    config["stages"]["prod"]["lambda_functions"]["api_handler"]["layers"] = [LAYER.replace("prod:3", "prod-arm64:1")]
+    stage.check(config, "prod", "eu-west-1")
+
+
+def test_publish_picks_the_zip_of_the_stage_architecture():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", ROOT / "layers" / "ffmpeg" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    assert publish.zip_name("x86_64") == "ffmpeg-layer.zip" and publish.zip_name("arm64") == "ffmpeg-layer-arm64.zip"
+    assert stage.layer_name("dev", "arm64") == "audio-clips-ffmpeg-dev-arm64" and stage.layer_name("dev") == \
+        "audio-clips-ffmpeg-dev"

@@ -24,8 +24,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "infra"))
-from stage import StageError, region  # noqa: E402  (infra/stage.py: the region check every deploy command shares)
-ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip: Chalice deploys x86_64 functions
+from stage import StageError, architecture, layer_name, region  # noqa: E402  (infra/stage.py: shared by every deploy command)
+ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip; each architecture's is named in wheels.lock
+LOCK = HERE / "wheels.lock"
+
+
+def zip_name(arch: str) -> str:
+    """The zip build.py writes for an architecture (the stage's lambda_architecture)."""
+    return json.loads(LOCK.read_text())["wheels"][arch]["zip"]
 RUNTIMES = ["python3.12", "python3.13"]  # the wheel needs glibc 2.28 (Amazon Linux 2023), so not python3.11
 
 
@@ -95,10 +101,12 @@ class UploadProgress:
 
 
 def publish(lambda_client, stage: str, bucket: str, key: str, manifest: dict) -> str:
+    """A version of the stage's layer for the zip's architecture (arm64 layers carry it in their name, so that
+    make deploy can check, offline, that api_handler and its layer match)."""
     description = (f"FFmpeg {manifest['ffmpeg_version']} from {manifest['wheel']} "
                    f"sha256 {manifest['wheel_sha256']}")[:256]
     response = lambda_client.publish_layer_version(
-        LayerName=f"audio-clips-ffmpeg-{stage}",
+        LayerName=layer_name(stage, manifest["arch"]),
         Content={"S3Bucket": bucket, "S3Key": key},
         CompatibleRuntimes=RUNTIMES,
         CompatibleArchitectures=[manifest["arch"]],
@@ -133,7 +141,7 @@ def main(argv=None) -> int:
         if args.stage not in config.get("stages", {}):
             raise PublishError(f"stage {args.stage!r} is not in {args.config} (has: {', '.join(config.get('stages', {}))})")
         bucket = artifacts_bucket(config, args.stage, args.bucket)
-        zip_path = args.dist_dir / ZIP_NAME
+        zip_path = args.dist_dir / zip_name(architecture(config, args.stage))
         manifest = load_manifest(zip_path)
         key = f"layers/ffmpeg/{manifest['zip_sha256']}.zip"
         try:
