@@ -255,6 +255,9 @@ def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_p
     result = subprocess.run([sys.executable, os.path.join(ROOT, "infra", "deploy.py"), "dev", "--config", str(config)],
                             env=os.environ.copy(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "creating stack audio-clips-infra-dev" in result.stdout
+    assert "audio-clips-infra-dev: CREATE_COMPLETE after" in result.stdout, "progress lines while the stack works"
+    assert "commit it" in result.stdout
     after = json.loads(config.read_text())
     variables = after["stages"]["dev"]["environment_variables"]
     assert variables["CLIPS_BUCKET"] == "pod-insights-clips-dev"
@@ -264,6 +267,14 @@ def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_p
     assert after == before, "nothing else in the config changed"
     buckets = {b["Name"] for b in moto_server.list_buckets()["Buckets"]}
     assert {"pod-insights-clips-dev", variables["LAYER_ARTIFACTS_BUCKET"]} <= buckets
+    import boto3
+
+    logs = boto3.client("logs", region_name="us-east-1")
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/audio-clips-dev")["logGroups"]
+    assert {(g["logGroupName"], g.get("retentionInDays")) for g in groups} == {
+        ("/aws/lambda/audio-clips-dev", 30), ("/aws/lambda/audio-clips-dev-cleanup_clips", 30),
+        ("/aws/lambda/audio-clips-dev-health_check", 30)}
+    assert boto3.client("sqs", region_name="us-east-1").get_queue_url(QueueName="audio-clips-dev-cleanup_clips-failed")
 
 
 def test_make_deploy_refuses_a_python_older_than_3_12():
