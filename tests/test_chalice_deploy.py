@@ -547,3 +547,27 @@ def test_make_destroy_removes_what_infra_and_deploy_created_and_keeps_the_retain
     buckets = {b["Name"] for b in _client("s3", aws_endpoint).list_buckets()["Buckets"]}
     assert buckets == {account["source_bucket"], variables["CLIPS_BUCKET"]}, "the clips bucket is retained"
     assert f"retained (DeletionPolicy: Retain, delete by hand if meant): s3://{variables['CLIPS_BUCKET']}" in output
+
+
+def test_a_stage_may_keep_the_direct_s3_notification_on_a_bucket_of_its_own(aws_endpoint, tmp_path):
+    """SOURCE_EVENTS=s3 on a bucket nothing else is notified of; the renamed bucket reaches the generated policies."""
+    project = _fresh_clone(tmp_path / "clone")
+    _prepare_account(aws_endpoint, project, ("dev",))
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"].update(SOURCE_EVENTS="s3", SOURCE_BUCKET="solo-raw")
+    (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
+    _client("s3", aws_endpoint).create_bucket(Bucket="solo-raw")
+    output, _ = _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
+    assert "wrote .chalice/policy-dev-api_handler.json" in output
+
+    notification = _client("s3", aws_endpoint).get_bucket_notification_configuration(Bucket="solo-raw")
+    (subscription,) = notification["LambdaFunctionConfigurations"]
+    assert subscription["LambdaFunctionArn"] == _function_arn(_names("dev")["cleanup_clips"])
+    assert sorted(subscription["Events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    assert [r for r in _client("events", aws_endpoint).list_rules()["Rules"] if r.get("EventPattern")] == []
+    iam = _client("iam", aws_endpoint)
+    (policy_name,) = iam.list_role_policies(RoleName="audio-clips-dev-api_handler")["PolicyNames"]
+    policy = iam.get_role_policy(RoleName="audio-clips-dev-api_handler", PolicyName=policy_name)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::solo-raw/*"]} in policy["Statement"]
