@@ -200,6 +200,9 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
             own_logs("health_check"),
         ],
     }
+    if environment.get("TRACING", "").strip().lower() == "true":  # X-Ray accepts no narrower resource than "*"
+        for rules in statements.values():
+            rules.append(allow("SendTraces", ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], ["*"]))
     return {function: {"Version": "2012-10-17", "Statement": rules} for function, rules in statements.items()}
 
 

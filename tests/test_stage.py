@@ -188,3 +188,14 @@ def test_publish_picks_the_zip_of_the_stage_architecture():
     assert publish.zip_name("x86_64") == "ffmpeg-layer.zip" and publish.zip_name("arm64") == "ffmpeg-layer-arm64.zip"
     assert stage.layer_name("dev", "arm64") == "audio-clips-ffmpeg-dev-arm64" and stage.layer_name("dev") == \
         "audio-clips-ffmpeg-dev"
+
+
+def test_a_traced_stage_may_send_traces_and_an_untraced_one_may_not():
+    environment = stage.stage_environment(committed_config(), "dev")
+
+    def xray(env):
+        documents = stage.policy_documents("dev", env).values()
+        return [s["Action"] for d in documents for s in d["Statement"] if s["Sid"] == "SendTraces"]
+
+    assert xray(environment) == []
+    assert xray({**environment, "TRACING": "true"}) == [["xray:PutTraceSegments", "xray:PutTelemetryRecords"]] * 3
