@@ -19,12 +19,16 @@ boto3 takes credentials and ``AWS_ENDPOINT_URL`` from the environment; the regio
 from __future__ import annotations
 
 import argparse
+import contextlib
+import getpass
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -67,6 +71,10 @@ def cleanup_failures_queue(stage: str) -> str:
 
 def state_key(stage: str) -> str:
     return f"{STATE_PREFIX}/{stage}.json"
+
+
+def lock_key(stage: str) -> str:
+    return f"{STATE_PREFIX}/{stage}.lock"
 
 
 # ------------------------------------------------------------------ what is known before any AWS call
@@ -288,6 +296,28 @@ def push_state(s3, bucket: str, stage: str, project: Path) -> None:
                   ContentType="application/json", ServerSideEncryption="AES256")
 
 
+@contextlib.contextmanager
+def deploy_lock(s3, bucket: str, stage: str) -> Iterator[None]:
+    """One deploy (or destroy) of a stage at a time, from any clone: a lock object created only if absent (S3's
+    conditional PUT), removed when the command ends, even by an error."""
+    from botocore.exceptions import ClientError
+
+    holder = {"by": f"{getpass.getuser()}@{socket.gethostname()}", "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                                                                        time.gmtime())}
+    try:
+        s3.put_object(Bucket=bucket, Key=lock_key(stage), Body=json.dumps(holder).encode(), IfNoneMatch="*")
+    except ClientError as error:
+        if error.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            raise
+        current = s3.get_object(Bucket=bucket, Key=lock_key(stage))["Body"].read().decode()
+        raise StageError(f"stage {stage} is being deployed elsewhere ({current}); wait for it, or, if that deploy "
+                         f"died, remove the lock: aws s3 rm s3://{bucket}/{lock_key(stage)}") from None
+    try:
+        yield
+    finally:
+        s3.delete_object(Bucket=bucket, Key=lock_key(stage))
+
+
 # ------------------------------------------------------------------ the commands
 
 def chalice(project: Path, *args: str, environ: Mapping[str, str]) -> None:
@@ -306,12 +336,14 @@ def deploy(stage: str, region_name: str, project: Path = ROOT, clients: Callable
     client = clients or _clients(region_name)
     bucket = environment["LAYER_ARTIFACTS_BUCKET"]
     started = time.monotonic()
-    found = pull_state(client("s3"), bucket, stage, project)
-    say(f"deployed state: {'fetched' if found else 'none yet (first deploy)'} s3://{bucket}/{state_key(stage)}")
-    say(f"chalice deploy --stage {stage} (packaging, then the AWS calls; a first package takes a minute)")
-    chalice(project, "deploy", "--stage", stage, environ=_region_environ(region_name))
-    push_state(client("s3"), bucket, stage, project)
-    say(f"deployed state stored: s3://{bucket}/{state_key(stage)}")
+    s3 = client("s3")
+    with deploy_lock(s3, bucket, stage):
+        found = pull_state(s3, bucket, stage, project)
+        say(f"deployed state: {'fetched' if found else 'none yet (first deploy)'} s3://{bucket}/{state_key(stage)}")
+        say(f"chalice deploy --stage {stage} (packaging, then the AWS calls; a first package takes a minute)")
+        chalice(project, "deploy", "--stage", stage, environ=_region_environ(region_name))
+        push_state(s3, bucket, stage, project)
+        say(f"deployed state stored: s3://{bucket}/{state_key(stage)}")
     send_cleanup_failures_to_queue(client("lambda"), client("sqs"), stage)
     say(f"deployed stage {stage} in {time.monotonic() - started:.0f} s")
 
@@ -348,12 +380,13 @@ def destroy(stage: str, region_name: str, project: Path = ROOT, clients: Callabl
     bucket = required(environment, stage, "LAYER_ARTIFACTS_BUCKET", "nothing was deployed with `make infra` here")
     client = clients or _clients(region_name)
     s3 = client("s3")
-    if pull_state(s3, bucket, stage, project):
-        say(f"chalice delete --stage {stage}")
-        chalice(project, "delete", "--stage", stage, environ=_region_environ(region_name))
-        s3.delete_object(Bucket=bucket, Key=state_key(stage))
-    else:
-        say(f"no deployed state in s3://{bucket}/{state_key(stage)}: no functions or API to delete")
+    with deploy_lock(s3, bucket, stage):
+        if pull_state(s3, bucket, stage, project):
+            say(f"chalice delete --stage {stage}")
+            chalice(project, "delete", "--stage", stage, environ=_region_environ(region_name))
+            s3.delete_object(Bucket=bucket, Key=state_key(stage))
+        else:
+            say(f"no deployed state in s3://{bucket}/{state_key(stage)}: no functions or API to delete")
     lambda_client = client("lambda")
     for name in (layer_name(stage, arch) for arch in ARCHITECTURES):
         for version in lambda_client.list_layer_versions(LayerName=name).get("LayerVersions", []):

@@ -199,3 +199,17 @@ def test_a_traced_stage_may_send_traces_and_an_untraced_one_may_not():
 
     assert xray(environment) == []
     assert xray({**environment, "TRACING": "true"}) == [["xray:PutTraceSegments", "xray:PutTelemetryRecords"]] * 3
+
+
+def test_a_second_deploy_of_a_stage_at_the_same_time_is_refused_before_chalice_runs(moto_server, tmp_path):
+    """Against moto's server: the lock is S3's conditional PUT (If-None-Match: *), which moto honours."""
+    moto_server.create_bucket(Bucket="audio-clips-artifacts-x")
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(ready(layer=LAYER.replace("eu-west-1", "us-east-1"))))
+    with stage.deploy_lock(moto_server, "audio-clips-artifacts-x", "prod"):
+        with pytest.raises(stage.StageError, match=r"stage prod is being deployed elsewhere .*aws s3 rm "
+                                                   r"s3://audio-clips-artifacts-x/chalice-state/prod.lock"):
+            stage.deploy("prod", "us-east-1", tmp_path, clients=lambda service: moto_server)
+    assert not (tmp_path / ".chalice" / "deployed").exists(), "nothing fetched, chalice never ran"
+    listed = moto_server.list_objects_v2(Bucket="audio-clips-artifacts-x").get("Contents", [])
+    assert listed == [], "the lock is gone once its deploy ends"
