@@ -346,6 +346,8 @@ def deploy(stage: str, region_name: str, project: Path = ROOT, clients: Callable
         say(f"deployed state stored: s3://{bucket}/{state_key(stage)}")
     send_cleanup_failures_to_queue(client("lambda"), client("sqs"), stage)
     say(f"deployed stage {stage} in {time.monotonic() - started:.0f} s")
+    for path in uncommitted(project):
+        say(f"not committed: {path}: commit and push it, or the next clone (or CI) deploys this stage differently")
 
 
 def enable_source_events(s3, bucket: str) -> bool:
@@ -359,6 +361,17 @@ def enable_source_events(s3, bucket: str) -> bool:
     s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
         **current, "EventBridgeConfiguration": {}}, SkipDestinationValidation=True)
     return True
+
+
+def uncommitted(project: Path) -> list[str]:
+    """Files under .chalice/ (config and policies) that differ from the clone's last commit: what this deploy used
+    and the next clone would not. Empty outside a git checkout."""
+    result = subprocess.run(["git", "status", "--porcelain", "-uall", "--", ".chalice"], cwd=project,
+                            capture_output=True, text=True)
+    if result.returncode != 0:
+        return []
+    return sorted(line[3:] for line in result.stdout.splitlines()
+                  if line[3:].endswith(".json") and not line[3:].startswith(".chalice/deployed/"))
 
 
 def send_cleanup_failures_to_queue(lambda_client, sqs, stage: str) -> str:

@@ -213,3 +213,21 @@ def test_a_second_deploy_of_a_stage_at_the_same_time_is_refused_before_chalice_r
     assert not (tmp_path / ".chalice" / "deployed").exists(), "nothing fetched, chalice never ran"
     listed = moto_server.list_objects_v2(Bucket="audio-clips-artifacts-x").get("Contents", [])
     assert listed == [], "the lock is gone once its deploy ends"
+
+
+def test_uncommitted_stage_files_are_named_after_a_deploy(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text("{}")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    assert stage.uncommitted(tmp_path) == []
+    (tmp_path / ".chalice" / "config.json").write_text('{"stages": {}}')
+    (tmp_path / ".chalice" / "policy-dev-api_handler.json").write_text("{}")
+    assert stage.uncommitted(tmp_path) == [".chalice/config.json", ".chalice/policy-dev-api_handler.json"]
+    (tmp_path.parent / "not-a-clone").mkdir(exist_ok=True)
+    assert stage.uncommitted(tmp_path.parent / "not-a-clone") == []
