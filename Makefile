@@ -7,7 +7,8 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean chromium
+.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean \
+	destroy policies check-stage source-events chromium
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
@@ -57,15 +58,30 @@ audit: venv
 bench-quick: venv
 	$(PY) -m bench.run --quick
 
-# ---- deployment (see README "Deploy to AWS"): infra, layer, publish-layer, deploy, in that order.
+# ---- deployment (see README "Deploy to AWS"): infra, layer, publish-layer, deploy, in that order; destroy.
+# REGION=eu-west-1 or AWS_REGION/AWS_DEFAULT_REGION: checked before any AWS call.
+REGION_FLAG = $(if $(REGION),--region $(REGION))
 layer: venv
 	$(PY) layers/ffmpeg/build.py
 
 publish-layer: require-stage layer
-	$(PY) layers/ffmpeg/publish.py $(STAGE) $(if $(BUCKET),--bucket $(BUCKET))
+	$(PY) layers/ffmpeg/publish.py $(STAGE) $(if $(BUCKET),--bucket $(BUCKET)) $(REGION_FLAG)
 
 infra: require-stage venv
-	$(PY) infra/deploy.py $(STAGE)
+	$(PY) infra/deploy.py $(STAGE) $(REGION_FLAG) $(if $(RETENTION_DAYS),--retention-days $(RETENTION_DAYS)) \
+	  $(if $(LOG_RETENTION_DAYS),--log-retention-days $(LOG_RETENTION_DAYS)) $(if $(filter true,$(DASHBOARD)),--dashboard)
+
+# The IAM policies of a stage, written from its settings in .chalice/config.json (make deploy does it too).
+policies: require-stage venv
+	$(PY) infra/stage.py policies $(STAGE)
+
+# Optional, once per source bucket: its events to EventBridge (keeps the notifications other consumers set).
+source-events: require-stage venv
+	$(PY) infra/stage.py source-events $(STAGE) $(REGION_FLAG)
+
+# What a deploy needs that can be checked without AWS (region, settings, the FFmpeg layer).
+check-stage: require-stage venv
+	$(PY) infra/stage.py check $(STAGE) $(REGION_FLAG)
 
 # Chalice takes the Lambda runtime from the interpreter it runs in: refuse anything older than 3.12.
 deploy: require-stage venv
@@ -73,7 +89,11 @@ deploy: require-stage venv
 	  "make deploy needs Python 3.12 or newer: Chalice deploys the Lambda runtime of the interpreter it runs in, " \
 	  "and this .venv has %d.%d (python3.11 on Lambda is deprecated, and the FFmpeg layer needs Amazon Linux 2023). " \
 	  "Rebuild it: make clean && make venv PYTHON=/path/to/python3.12" % v)'
-	$(VENV)/bin/chalice deploy --stage $(STAGE)
+	$(PY) infra/stage.py deploy $(STAGE) $(REGION_FLAG)
+
+# chalice delete, the stored deployed state, the layer versions and the infra stack; the clips bucket is retained.
+destroy: require-stage venv
+	$(PY) infra/stage.py destroy $(STAGE) $(REGION_FLAG)
 
 require-stage:
 	@case "$(STAGE)" in dev|prod) ;; *) echo "Set STAGE=dev or STAGE=prod" >&2; exit 2;; esac

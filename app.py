@@ -1,7 +1,7 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
 from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, health, links, logs, share_page, wiring
+from chalicelib import api, cleanup, health, links, logs, share_page, tracing, wiring
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -12,6 +12,11 @@ settings = wiring.current().declared  # read and validated at start: a bad varia
 @app.middleware("http")
 def contract_errors_cors_and_request_log(event, get_response):
     return api.serve(event, get_response, wiring.current().declared.cors_allow_origins)
+
+
+@app.middleware("all")
+def xray_tracing(event, get_response):  # TRACING=true (a stage option): the Tracer is imported on first use only
+    return tracing.around(wiring.current().declared.tracing, tracing.event_name(event), lambda: get_response(event))
 
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
@@ -53,10 +58,21 @@ def get_health():
     return api.health_response(wiring.current(), api.boolean(app.current_request.query_params, "deep"))
 
 
-@app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])
+# SOURCE_EVENTS (a stage setting): an EventBridge rule on the source bucket's audio keys, or, for a bucket this
+# service alone is notified of, a direct S3 notification. The one handler reads both shapes.
+source_events = (app.on_cw_event(cleanup.event_pattern(settings.source_bucket), name="cleanup_clips")
+                 if settings.source_events == "eventbridge" else
+                 app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
+                                 name="cleanup_clips"))
+
+
+@source_events
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
-    cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id)
+    cleanup.handle_source_event(event.to_dict(), wiring.current().cleanup, request_id)
+
+
+cleanup_clips.event_class = cleanup.AnySourceEvent  # either shape reaches the handler, whichever trigger is deployed
 
 
 @app.schedule(Rate(settings.health_check_rate_minutes, unit=Rate.MINUTES))

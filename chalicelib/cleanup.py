@@ -1,11 +1,16 @@
 """Cleanup on source audio events: when an episode's audio is removed or replaced, its cached clips (and the
-artefacts derived from the old audio, such as its seek index) are deleted."""
+artefacts derived from the old audio, such as its seek index) are deleted.
+
+The events come in either shape (README, "Source events"): an S3 event notification (``Records``, keys URL-encoded)
+or an EventBridge event from S3 (``detail-type`` ``Object Created``/``Object Deleted``, one object per event).
+``source_records`` reads both into the same records; everything after it does not know which shape it was."""
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Any, Literal, Optional
 from urllib.parse import unquote_plus
 
 from chalicelib import logs
@@ -13,6 +18,9 @@ from chalicelib.storage import episode_prefix, is_episode_id
 
 log = logging.getLogger("audio_clips.cleanup")
 
+Kind = Literal["created", "removed"]
+EVENTBRIDGE_DETAIL_TYPES: dict[str, Kind] = {"Object Created": "created", "Object Deleted": "removed"}
+AUDIO_KEY_WILDCARD = "*/*/audio/*"  # the layout below, as an EventBridge wildcard; episode_of_key decides exactly
 AUDIO_EXTENSIONS = (".mp3", ".m4a", ".mp4", ".aac", ".wav", ".ogg", ".opus", ".flac")
 DELETE_BATCH = 1000  # S3 DeleteObjects' limit
 
@@ -51,6 +59,61 @@ class ClipCleanup:
         return deleted
 
 
+def event_pattern(source_bucket: str) -> dict[str, Any]:
+    """The EventBridge rule of one stage: created and deleted objects of the source bucket under the audio layout.
+    Any number of stages and other consumers can each have their own rule on the same bucket's events."""
+    return {
+        "source": ["aws.s3"],
+        "detail-type": sorted(EVENTBRIDGE_DETAIL_TYPES),
+        "detail": {"bucket": {"name": [source_bucket]}, "object": {"key": [{"wildcard": AUDIO_KEY_WILDCARD}]}},
+    }
+
+
+@dataclass(frozen=True)
+class SourceRecord:
+    """One object event, whichever way it came: the bucket, the decoded key, and whether audio arrived or left."""
+
+    bucket: str
+    key: str
+    kind: Kind
+    name: str  # as the event named it: "ObjectCreated:Put", "Object Deleted", ...
+
+    @property
+    def created(self) -> bool:
+        return self.kind == "created"
+
+
+def source_records(event: Mapping[str, Any]) -> Iterator[SourceRecord]:
+    """The records of an S3 event notification or of an EventBridge event from S3, parsed by Powertools' event
+    data classes (imported here: only this function pays for them). Anything else yields nothing."""
+    from aws_lambda_powertools.utilities.data_classes import S3Event, S3EventBridgeNotificationEvent
+
+    if "Records" in event:
+        for record in S3Event(dict(event)).records:
+            name = record.event_name
+            kind: Kind = "created" if name.startswith("ObjectCreated") else "removed"
+            key = unquote_plus(record.s3.get_object.key)  # S3Object.key is as S3 sends it: URL-encoded, spaces as '+'
+            yield SourceRecord(record.s3.bucket.name, key, kind, name)
+    elif event.get("source") == "aws.s3" and event.get("detail-type") in EVENTBRIDGE_DETAIL_TYPES:
+        notification = S3EventBridgeNotificationEvent(dict(event))
+        detail = notification.detail  # its object.key is decoded by Powertools
+        yield SourceRecord(detail.bucket.name, detail.object.key, EVENTBRIDGE_DETAIL_TYPES[notification.detail_type],
+                           notification.detail_type)
+
+
+class AnySourceEvent:
+    """What Chalice hands ``cleanup_clips``, for either shape: Chalice's own event classes read only the shape of
+    the trigger they were declared with (and raise ``KeyError`` on the other, e.g. a replayed S3 notification sent
+    to a stage that listens through EventBridge)."""
+
+    def __init__(self, event_dict: dict[str, Any], context: Any):
+        self._event_dict = event_dict
+        self.context = context
+
+    def to_dict(self) -> dict[str, Any]:
+        return self._event_dict
+
+
 @dataclass
 class Purged:
     key: str
@@ -60,19 +123,22 @@ class Purged:
     ms: float
 
 
-def handle_s3_event(event: dict, cleanup: ClipCleanup, request_id: str = "-") -> List[Purged]:
-    """Every record of an S3 notification (delivered at least once, in any order: each purge is idempotent)."""
+def handle_source_event(event: Mapping[str, Any], cleanup: ClipCleanup, request_id: str = "-") -> list[Purged]:
+    """Every record of a source event, in either shape (delivered at least once, in any order: each purge is
+    idempotent)."""
     token = logs.request_id.set(request_id)
     try:
-        return [_handle_record(record, cleanup) for record in event.get("Records", [])]
+        return [_handle_record(record, cleanup) for record in source_records(event)]
     finally:
         logs.request_id.reset(token)
 
 
-def _handle_record(record: dict, cleanup: ClipCleanup) -> Purged:
+handle_s3_event = handle_source_event  # the earlier name, kept for callers written before EventBridge
+
+
+def _handle_record(record: SourceRecord, cleanup: ClipCleanup) -> Purged:
     started = time.perf_counter()
-    key = unquote_plus(record.get("s3", {}).get("object", {}).get("key", ""))
-    name = record.get("eventName", "")
+    key, name = record.key, record.name
     episode_id = episode_of_key(key)
     deleted = cleanup.purge_episode(episode_id) if episode_id else 0
     result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1))

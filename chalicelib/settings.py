@@ -56,6 +56,8 @@ class Settings:
     cloudfront_domain: Optional[str] = None  # set: clip URLs are CloudFront signed URLs for this host
     cloudfront_key_pair_id: Optional[str] = None  # the CloudFront public key's id in the distribution's key group
     cloudfront_private_key_ssm_parameter: Optional[str] = None  # SSM SecureString holding the matching private key
+    source_events: str = "eventbridge"  # how cleanup_clips hears of source audio: "eventbridge" or "s3" (deploy time)
+    tracing: bool = False  # X-Ray subsegments through Powertools' Tracer (with the stage's "xray": true)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
@@ -132,6 +134,8 @@ class Settings:
                                          if b.strip()) or (text("SOURCE_BUCKET", cls.source_bucket) or "",),
             **_cloudfront(text("CLOUDFRONT_DOMAIN", None), text("CLOUDFRONT_KEY_PAIR_ID", None),
                           text("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", None)),
+            source_events=_choice("SOURCE_EVENTS", text("SOURCE_EVENTS", cls.source_events), SOURCE_EVENT_MODES),
+            tracing=flag("TRACING"),
         )
 
     def with_secrets(self, fetch, only: Optional[Tuple[str, ...]] = None) -> "Settings":
@@ -150,6 +154,15 @@ class Settings:
         rest = {name: parameter for name, parameter in (self.secret_parameters or {}).items() if name not in wanted}
         return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
                        secret_parameters=rest or None)
+
+
+SOURCE_EVENT_MODES = ("eventbridge", "s3")
+
+
+def _choice(name: str, value: Optional[str], allowed: Tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise ConfigurationError(f"{name} must be one of {', '.join(allowed)}, got {value!r}")
+    return value
 
 
 def _base_url(value: Optional[str]) -> Optional[str]:

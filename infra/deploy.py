@@ -10,6 +10,8 @@ import sys
 
 import boto3
 
+from stage import StageError, region, wait_for_stack  # infra/stage.py, beside this script
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
 CONFIG = os.path.join(ROOT, ".chalice", "config.json")
@@ -33,13 +35,13 @@ def stack_name(stage: str) -> str:
 
 
 def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, extra: dict | None = None) -> dict:
-    """Create or update the stack, wait for it, and return its outputs."""
+    """Create or update the stack, wait for it, and return its outputs. ``extra``: more template parameters."""
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "Stage", "ParameterValue": stage},
         {"ParameterKey": "ClipsBucketName", "ParameterValue": clips_bucket},
         {"ParameterKey": "ClipRetentionDays", "ParameterValue": str(retention_days)},
-    ] + [{"ParameterKey": key, "ParameterValue": value} for key, value in (extra or {}).items()]
+    ] + [{"ParameterKey": key, "ParameterValue": str(value)} for key, value in (extra or {}).items()]
     with open(TEMPLATE) as handle:
         body = handle.read()
     try:
@@ -47,16 +49,19 @@ def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, e
         exists = True
     except cloudformation.exceptions.ClientError:
         exists = False
+    print(f"{'updating' if exists else 'creating'} stack {name}", flush=True)
     if exists:
         try:
             cloudformation.update_stack(StackName=name, TemplateBody=body, Parameters=parameters)
-            cloudformation.get_waiter("stack_update_complete").wait(StackName=name)
         except cloudformation.exceptions.ClientError as error:
             if "No updates are to be performed" not in str(error):
                 raise
+            print(f"  {name}: no changes", flush=True)
     else:
         cloudformation.create_stack(StackName=name, TemplateBody=body, Parameters=parameters)
-        cloudformation.get_waiter("stack_create_complete").wait(StackName=name)
+    status = wait_for_stack(cloudformation, name)
+    if status not in ("CREATE_COMPLETE", "UPDATE_COMPLETE"):
+        raise StageError(f"stack {name} ended {status}: see its events above")
     stack = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
     return {o["OutputKey"]: o["OutputValue"] for o in stack.get("Outputs", [])}
 
@@ -105,6 +110,9 @@ def main() -> int:
     parser.add_argument("--retention-days", type=int, default=90)
     parser.add_argument("--config", default=CONFIG)
     parser.add_argument("--cloudfront", help="default: infra/cloudfront-<stage>.json, when it exists")
+    parser.add_argument("--region", help="default: AWS_REGION, else AWS_DEFAULT_REGION")
+    parser.add_argument("--log-retention-days", type=int, default=30, help="each function's log group")
+    parser.add_argument("--dashboard", action="store_true", help="a CloudWatch dashboard of the stage")
     args = parser.parse_args()
     with open(args.config) as handle:
         environment = json.load(handle)["stages"][args.stage].get("environment_variables", {})
@@ -114,7 +122,14 @@ def main() -> int:
         return 2
     delivery = clip_delivery_parameters(args.cloudfront or os.path.join(ROOT, "infra", f"cloudfront-{args.stage}.json"),
                                         environment.get("CORS_ALLOW_ORIGINS", ""))
-    outputs = deploy(boto3.client("cloudformation"), args.stage, clips_bucket, args.retention_days, delivery)
+    try:
+        region_name = region(os.environ, args.region)
+        outputs = deploy(boto3.client("cloudformation", region_name=region_name), args.stage, clips_bucket,
+                         args.retention_days, {**delivery, "LogRetentionDays": args.log_retention_days,
+                                               "WithDashboard": str(args.dashboard).lower()})
+    except StageError as error:
+        print(f"infra {args.stage}: {error}", file=sys.stderr)
+        return 2
     values = {variable: outputs[output] for output, variable in RECORDED.items() if output in outputs}
     record_environment(args.config, args.stage, values)
     gone = [v for v in RECORDED.values() if v.startswith("CLOUDFRONT_") and v not in values and v in environment]
@@ -122,6 +137,7 @@ def main() -> int:
         update_config(args.config, lambda config: forget(config["stages"][args.stage]["environment_variables"], gone))
     for variable, value in values.items():
         print(f"{args.stage}: {variable}={value}")
+    print(f"recorded in {args.config}: commit it, so that every clone and CI deploy this stage the same way")
     return 0
 
 

@@ -5,6 +5,12 @@ temporary copy of the project whose dev stage names an FFmpeg layer published in
 process follows ``AWS_ENDPOINT_URL`` to a ``ThreadedMotoServer`` running in this test process, which is what
 lets the ``moto_workarounds`` fixture patch moto's server-side code with ``monkeypatch`` (undone after the test).
 
+The later tests deploy as ``make infra`` and ``make deploy`` do (``infra/deploy.py``, then ``infra/stage.py deploy``
+with its state kept in S3): dev and prod side by side on one source bucket, a second deploy from a fresh clone,
+and ``make destroy``. Chalice's deployment package (pip downloading Lambda's wheels: half of a first deploy) is built
+by the first deploy of the session and then seeded into the other project copies: it is a build cache named by a
+hash of the code and requirements, and says nothing about which API or functions a stage has.
+
 moto runs no function here (no Docker), so this checks the deployed shape, not behaviour: functions with the
 dev stage's memory, timeouts and reserved concurrency, the layer on ``api_handler`` only, the REST API's routes,
 the S3 notification on the source bucket, the ``rate(5 minutes)`` schedule, one role per function carrying its
@@ -29,6 +35,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from chalicelib.cleanup import event_pattern
+
 ROOT = Path(__file__).resolve().parents[1]
 CHALICE = Path(sys.executable).parent / "chalice"  # the venv's chalice, beside the interpreter running pytest
 STAGE = "dev"
@@ -36,7 +44,6 @@ APP_NAME = "audio-clips"
 REGION = "us-east-1"
 RUNTIME = f"python{sys.version_info.major}.{sys.version_info.minor}"  # chalice takes it from the interpreter
 ROUTES = ("/api/v1/audio_clips/{episode_id}", "/api/v1/health")
-S3_EVENTS = ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
 FUNCTIONS = {  # chalice's name for a function -> the Lambda function name it deploys
     "api_handler": f"{APP_NAME}-{STAGE}",
     "cleanup_clips": f"{APP_NAME}-{STAGE}-cleanup_clips",
@@ -246,6 +253,8 @@ def deployed(aws_endpoint, tmp_path):
     finished = time.monotonic()
     output = "".join(lines)
     assert returncode == 0, f"chalice deploy failed ({returncode}):\n{output}"
+    if not PACKAGE_CACHE:
+        PACKAGE_CACHE.extend((project / ".chalice" / "deployments").glob("*.zip"))
     return {"endpoint": aws_endpoint, "config": config, "project": project, "layer_arn": layer["LayerVersionArn"],
             "source_bucket": source_bucket, "seconds": finished - started, "output": output,
             "package_seconds": (packaged_at or finished) - started, "aws_seconds": finished - (packaged_at or finished)}
@@ -317,24 +326,25 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
         assert arns["api_handler"] in integration["uri"]
     assert STAGE in [s["stageName"] for s in apigateway.get_stages(restApiId=api_id)["item"]]
 
-    # -- the source bucket notifies cleanup_clips of created and removed objects (no prefix/suffix filter)
+    # -- the source bucket reaches cleanup_clips through an EventBridge rule (no notification on the bucket)
     notification = _client("s3", endpoint).get_bucket_notification_configuration(Bucket=deployed["source_bucket"])
-    lambdas = notification.get("LambdaFunctionConfigurations", [])
-    assert len(lambdas) == 1, notification
-    assert lambdas[0]["LambdaFunctionArn"] == arns["cleanup_clips"]
-    assert sorted(lambdas[0]["Events"]) == sorted(S3_EVENTS)
-    assert "Filter" not in lambdas[0]
-    assert not notification.get("TopicConfigurations") and not notification.get("QueueConfigurations")
-
-    # -- the schedule: one rule, rate(5 minutes), targeting health_check
+    assert not any(notification.get(k) for k in ("LambdaFunctionConfigurations", "TopicConfigurations",
+                                                 "QueueConfigurations")), notification
     events = _client("events", endpoint)
     rules = events.list_rules()["Rules"]
-    assert [r["ScheduleExpression"] for r in rules] == ["rate(5 minutes)"], rules
-    targets = events.list_targets_by_rule(Rule=rules[0]["Name"])["Targets"]
+    (pattern_rule,) = [r for r in rules if r.get("EventPattern")]
+    assert json.loads(pattern_rule["EventPattern"]) == event_pattern(deployed["source_bucket"])
+    targets = events.list_targets_by_rule(Rule=pattern_rule["Name"])["Targets"]
+    assert [t["Arn"] for t in targets] == [arns["cleanup_clips"]]
+
+    # -- the schedule: one rule, rate(5 minutes), targeting health_check
+    schedules = [r for r in rules if r.get("ScheduleExpression")]
+    assert [r["ScheduleExpression"] for r in schedules] == ["rate(5 minutes)"], rules
+    targets = events.list_targets_by_rule(Rule=schedules[0]["Name"])["Targets"]
     assert [t["Arn"] for t in targets] == [arns["health_check"]]
 
     # -- the permissions that let each trigger invoke its function
-    for fn, principal in (("api_handler", "apigateway.amazonaws.com"), ("cleanup_clips", "s3.amazonaws.com"),
+    for fn, principal in (("api_handler", "apigateway.amazonaws.com"), ("cleanup_clips", "events.amazonaws.com"),
                           ("health_check", "events.amazonaws.com")):
         statements = json.loads(lambda_.get_policy(FunctionName=FUNCTIONS[fn])["Policy"])["Statement"]
         assert {s["Principal"]["Service"] for s in statements} == {principal}, (fn, statements)
@@ -348,10 +358,216 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
         top_level = {name.split("/", 1)[0] for name in archive.namelist()}
     requirements = [line.split("==")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
                     if line.strip() and not line.startswith("#")]
-    modules = {"dnspython": "dns", "aws-lambda-powertools": "aws_lambda_powertools"}  # import name differs
+    modules = {"dnspython": "dns", "aws-lambda-powertools": "aws_lambda_powertools",  # import names that differ
+               "aws-xray-sdk": "aws_xray_sdk"}
     assert {"app.py", "chalicelib", "chalice"} <= top_level, sorted(top_level)
     assert {modules.get(r, r) for r in requirements} <= top_level, sorted(top_level)
     assert lambda_.get_function(FunctionName=FUNCTIONS["api_handler"])["Configuration"]["CodeSize"] == \
         packages[0].stat().st_size
     record = json.loads((deployed["project"] / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
     assert {r["name"] for r in record["resources"] if r["resource_type"] == "lambda_function"} == set(FUNCTIONS)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# make infra + make deploy, as any clone runs them: infra/deploy.py, then infra/stage.py with its state in S3
+# ---------------------------------------------------------------------------------------------------------------
+
+INFRA = ROOT / "infra"
+PACKAGE_CACHE: list[Path] = []  # the first deployment package built in this session, seeded into later copies
+
+
+def _fresh_clone(dest: Path) -> Path:
+    """The repository's tracked files a deploy reads (working-tree versions, so uncommitted edits are tested), and
+    nothing else: no .chalice/deployed/, no package, no local state."""
+    tracked = subprocess.run(["git", "ls-files", "app.py", "requirements.txt", "chalicelib", ".chalice", "infra"],
+                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    for name in tracked:
+        if (ROOT / name).exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    assert not (dest / ".chalice" / "deployed").exists()
+    if PACKAGE_CACHE:
+        (dest / ".chalice" / "deployments").mkdir(parents=True)
+        shutil.copy2(PACKAGE_CACHE[0], dest / ".chalice" / "deployments" / PACKAGE_CACHE[0].name)
+    return dest
+
+
+def _environ(endpoint: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ATLAS_", "HEALTH_"))}
+    env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
+               AWS_EC2_METADATA_DISABLED="true", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    return env
+
+
+def _run(args: list, project: Path, endpoint: str) -> tuple[str, float]:
+    """A deploy command as an operator runs it (with REGION=us-east-1); fails the test with its output."""
+    started = time.monotonic()
+    with subprocess.Popen([sys.executable, *map(str, args), "--region", REGION], cwd=project, env=_environ(endpoint),
+                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+        watchdog = threading.Timer(DEPLOY_TIMEOUT_S, process.kill)
+        watchdog.start()
+        try:
+            output = process.stdout.read()
+            returncode = process.wait()
+        finally:
+            watchdog.cancel()
+    assert returncode == 0, f"{' '.join(map(str, args))} failed ({returncode}):\n{output}"
+    if not PACKAGE_CACHE:
+        PACKAGE_CACHE.extend((project / ".chalice" / "deployments").glob("*.zip"))
+    return output, time.monotonic() - started
+
+
+def _prepare_account(endpoint: str, project: Path, stages: tuple[str, ...]) -> dict:
+    """The raw bucket, already shared with another consumer; then per stage `make infra` and a published layer
+    recorded in the project's config (as `make publish-layer` would)."""
+    s3 = _client("s3", endpoint)
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    source_bucket = config["stages"]["dev"]["environment_variables"]["SOURCE_BUCKET"]
+    s3.create_bucket(Bucket=source_bucket)
+    ingestion = _client("sqs", endpoint).create_queue(QueueName="ingestion-pipeline")["QueueUrl"]
+    ingestion_arn = _client("sqs", endpoint).get_queue_attributes(
+        QueueUrl=ingestion, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    others = {"QueueConfigurations": [{"Id": "ingestion", "QueueArn": ingestion_arn,
+                                       "Events": ["s3:ObjectCreated:*"]}],
+              "EventBridgeConfiguration": {}}
+    s3.put_bucket_notification_configuration(Bucket=source_bucket, NotificationConfiguration=others)
+    before = {k: v for k, v in s3.get_bucket_notification_configuration(Bucket=source_bucket).items()
+              if k != "ResponseMetadata"}
+    for stage in stages:
+        _run([INFRA / "deploy.py", stage, "--config", project / ".chalice" / "config.json"], project, endpoint)
+        layer = _client("lambda", endpoint).publish_layer_version(
+            LayerName=f"audio-clips-ffmpeg-{stage}", Content={"ZipFile": _layer_zip()},
+            CompatibleRuntimes=["python3.12", "python3.13"], CompatibleArchitectures=["x86_64"])
+        config = json.loads((project / ".chalice" / "config.json").read_text())
+        config["stages"][stage]["lambda_functions"]["api_handler"]["layers"] = [layer["LayerVersionArn"]]
+        (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    return {"source_bucket": source_bucket, "notification": before}
+
+
+def _names(stage: str) -> dict:
+    return {"api_handler": f"{APP_NAME}-{stage}", "cleanup_clips": f"{APP_NAME}-{stage}-cleanup_clips",
+            "health_check": f"{APP_NAME}-{stage}-health_check"}
+
+
+def _s3_event(bucket: str, key: str, detail_type: str = "Object Created") -> dict:
+    return {"version": "0", "id": "1", "detail-type": detail_type, "source": "aws.s3", "account": "123456789012",
+            "time": "2026-11-30T20:00:00Z", "region": REGION, "resources": [f"arn:aws:s3:::{bucket}"],
+            "detail": {"version": "0", "bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}
+
+
+def test_dev_and_prod_deploy_side_by_side_on_one_shared_source_bucket(aws_endpoint, tmp_path, capsys):
+    from moto.events.models import EventPattern
+
+    project = _fresh_clone(tmp_path / "clone")
+    account = _prepare_account(aws_endpoint, project, ("dev", "prod"))
+    timings = {stage: _run([INFRA / "stage.py", "deploy", stage, "--project", project], project, aws_endpoint)[1]
+               for stage in ("dev", "prod")}
+    with capsys.disabled():
+        print(f"\n[measure] make deploy against moto: dev {timings['dev']:.1f} s, then prod {timings['prod']:.1f} s "
+              f"(same clone: prod reuses dev's deployment package)")
+
+    s3, events, lambda_ = (_client(name, aws_endpoint) for name in ("s3", "events", "lambda"))
+    bucket = account["source_bucket"]
+    # the other consumers' notification and the EventBridge setting are as they were: nothing was added to the bucket
+    after = s3.get_bucket_notification_configuration(Bucket=bucket)
+    after.pop("ResponseMetadata")
+    assert after == account["notification"]
+
+    rules = [r for r in events.list_rules()["Rules"] if r.get("EventPattern")]
+    assert len(rules) == 2, rules
+    by_target = {}
+    for rule in rules:
+        (target,) = events.list_targets_by_rule(Rule=rule["Name"])["Targets"]
+        by_target[target["Arn"]] = EventPattern.load(rule["EventPattern"])
+    assert set(by_target) == {_function_arn(_names(stage)["cleanup_clips"]) for stage in ("dev", "prod")}
+    for pattern in by_target.values():
+        assert pattern.matches_event(_s3_event(bucket, "a16z/0e983347-7815-4b62-87a6-84d988a772b7/audio/a.mp3"))
+        assert pattern.matches_event(_s3_event(bucket, "a16z/substack:1/audio/b.m4a", "Object Deleted"))
+        assert not pattern.matches_event(_s3_event(bucket, "a16z/substack:1/transcript/b.json"))
+        assert not pattern.matches_event(_s3_event("another-bucket", "a16z/substack:1/audio/b.m4a"))
+        assert not pattern.matches_event(_s3_event(bucket, "a16z/substack:1/audio/b.m4a", "Object Tagging"))
+
+    for stage in ("dev", "prod"):
+        config = lambda_.get_function_event_invoke_config(FunctionName=_names(stage)["cleanup_clips"])
+        assert config["MaximumRetryAttempts"] == 2
+        assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(
+            f":audio-clips-{stage}-cleanup_clips-failed")
+        artifacts = json.loads((project / ".chalice" / "config.json").read_text())[
+            "stages"][stage]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"]
+        stored = json.loads(s3.get_object(Bucket=artifacts, Key=f"chalice-state/{stage}.json")["Body"].read())
+        assert {r["name"] for r in stored["resources"] if r["resource_type"] == "lambda_function"} == set(FUNCTIONS)
+    assert len(_client("apigateway", aws_endpoint).get_rest_apis()["items"]) == 2
+
+
+def test_a_second_deploy_from_a_fresh_clone_updates_the_same_api_and_functions(aws_endpoint, tmp_path, capsys):
+    first = _fresh_clone(tmp_path / "first")
+    _prepare_account(aws_endpoint, first, ("dev",))
+    _, first_seconds = _run([INFRA / "stage.py", "deploy", "dev", "--project", first], first, aws_endpoint)
+    apigateway, lambda_ = _client("apigateway", aws_endpoint), _client("lambda", aws_endpoint)
+    (api,) = apigateway.get_rest_apis()["items"]
+    functions = {f["FunctionName"]: f["FunctionArn"] for f in lambda_.list_functions()["Functions"]}
+
+    # the second operator's clone: the committed files, with the config `make infra`/`make publish-layer` recorded
+    second = _fresh_clone(tmp_path / "second")
+    shutil.copy2(first / ".chalice" / "config.json", second / ".chalice" / "config.json")
+    output, second_seconds = _run([INFRA / "stage.py", "deploy", "dev", "--project", second], second, aws_endpoint)
+    with capsys.disabled():
+        print(f"\n[measure] make deploy against moto: first clone {first_seconds:.1f} s, "
+              f"second clone {second_seconds:.1f} s (an update)")
+
+    assert "deployed state: fetched" in output
+    assert [a["id"] for a in apigateway.get_rest_apis()["items"]] == [api["id"]]
+    assert {f["FunctionName"]: f["FunctionArn"] for f in lambda_.list_functions()["Functions"]} == functions
+    rules = _client("events", aws_endpoint).list_rules()["Rules"]
+    assert len(rules) == 2, "one event rule and one schedule, not two of each"
+    assert len(_client("iam", aws_endpoint).list_roles()["Roles"]) == 3
+
+
+def test_make_destroy_removes_what_infra_and_deploy_created_and_keeps_the_retained_buckets(aws_endpoint, tmp_path,
+                                                                                           capsys):
+    project = _fresh_clone(tmp_path / "clone")
+    account = _prepare_account(aws_endpoint, project, ("dev",))
+    _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
+    variables = json.loads((project / ".chalice" / "config.json").read_text())["stages"]["dev"]["environment_variables"]
+    output, seconds = _run([INFRA / "stage.py", "destroy", "dev", "--project", project], project, aws_endpoint)
+    with capsys.disabled():
+        print(f"\n[measure] make destroy against moto: {seconds:.1f} s")
+
+    assert _client("lambda", aws_endpoint).list_functions()["Functions"] == []
+    layers = _client("lambda", aws_endpoint).list_layer_versions(LayerName="audio-clips-ffmpeg-dev")
+    assert layers["LayerVersions"] == []
+    assert _client("apigateway", aws_endpoint).get_rest_apis()["items"] == []
+    assert _client("events", aws_endpoint).list_rules()["Rules"] == []
+    assert [r["RoleName"] for r in _client("iam", aws_endpoint).list_roles()["Roles"]] == []
+    cloudformation = _client("cloudformation", aws_endpoint)
+    with pytest.raises(cloudformation.exceptions.ClientError, match="does not exist"):
+        cloudformation.describe_stacks(StackName="audio-clips-infra-dev")
+    queues = _client("sqs", aws_endpoint).list_queues().get("QueueUrls", [])
+    assert [q.rsplit("/", 1)[1] for q in queues] == ["ingestion-pipeline"], "the failed-events queue is gone"
+    buckets = {b["Name"] for b in _client("s3", aws_endpoint).list_buckets()["Buckets"]}
+    assert buckets == {account["source_bucket"], variables["CLIPS_BUCKET"]}, "the clips bucket is retained"
+    assert f"retained (DeletionPolicy: Retain, delete by hand if meant): s3://{variables['CLIPS_BUCKET']}" in output
+
+
+def test_a_stage_may_keep_the_direct_s3_notification_on_a_bucket_of_its_own(aws_endpoint, tmp_path):
+    """SOURCE_EVENTS=s3 on a bucket nothing else is notified of; the renamed bucket reaches the generated policies."""
+    project = _fresh_clone(tmp_path / "clone")
+    _prepare_account(aws_endpoint, project, ("dev",))
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"].update(SOURCE_EVENTS="s3", SOURCE_BUCKET="solo-raw")
+    (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2))
+    _client("s3", aws_endpoint).create_bucket(Bucket="solo-raw")
+    output, _ = _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
+    assert "wrote .chalice/policy-dev-api_handler.json" in output
+
+    notification = _client("s3", aws_endpoint).get_bucket_notification_configuration(Bucket="solo-raw")
+    (subscription,) = notification["LambdaFunctionConfigurations"]
+    assert subscription["LambdaFunctionArn"] == _function_arn(_names("dev")["cleanup_clips"])
+    assert sorted(subscription["Events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
+    assert [r for r in _client("events", aws_endpoint).list_rules()["Rules"] if r.get("EventPattern")] == []
+    iam = _client("iam", aws_endpoint)
+    (policy_name,) = iam.list_role_policies(RoleName="audio-clips-dev-api_handler")["PolicyNames"]
+    policy = iam.get_role_policy(RoleName="audio-clips-dev-api_handler", PolicyName=policy_name)["PolicyDocument"]
+    policy = json.loads(policy) if isinstance(policy, str) else policy
+    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::solo-raw/*"]} in policy["Statement"]

@@ -70,18 +70,41 @@ def test_the_ffmpeg_layer_is_on_api_handler_only(terraform):
 
 
 @pytest.mark.slow
-def test_the_source_bucket_notifies_cleanup_of_created_and_removed_objects(terraform):
-    (notification,) = terraform["aws_s3_bucket_notification"].values()
-    assert notification["bucket"] == "pod-insights-raw"
-    (target,) = notification["lambda_function"]
-    assert sorted(target["events"]) == ["s3:ObjectCreated:*", "s3:ObjectRemoved:*"]
-    assert "cleanup_clips" in target["lambda_function_arn"]
+def test_the_source_bucket_reaches_cleanup_through_an_eventbridge_rule_on_its_audio_keys(terraform):
+    assert "aws_s3_bucket_notification" not in terraform, "no notification on a bucket other systems are notified of"
+    rules = {name: rule for name, rule in terraform["aws_cloudwatch_event_rule"].items() if "event_pattern" in rule}
+    (name, rule), = rules.items()
+    assert json.loads(rule["event_pattern"]) == {
+        "source": ["aws.s3"], "detail-type": ["Object Created", "Object Deleted"],
+        "detail": {"bucket": {"name": ["pod-insights-raw"]}, "object": {"key": [{"wildcard": "*/*/audio/*"}]}}}
+    (target,) = [t for t in terraform["aws_cloudwatch_event_target"].values() if name in json.dumps(t)]
+    assert "cleanup_clips" in json.dumps(target["arn"])
 
 
 @pytest.mark.slow
 def test_the_health_check_runs_every_five_minutes(terraform):
-    (rule,) = terraform["aws_cloudwatch_event_rule"].values()
-    assert rule["schedule_expression"] == "rate(5 minutes)"
+    schedules = [r["schedule_expression"] for r in terraform["aws_cloudwatch_event_rule"].values()
+                 if "schedule_expression" in r]
+    assert schedules == ["rate(5 minutes)"]
+
+
+def test_a_stage_may_keep_the_direct_s3_notification(tmp_path):
+    """SOURCE_EVENTS=s3, for a bucket this service alone is notified of: the notification Chalice manages."""
+    project = project_copy(tmp_path)
+    config_path = os.path.join(project, ".chalice", "config.json")
+    with open(config_path) as handle:
+        config = json.load(handle)
+    config["stages"]["prod"]["environment_variables"]["SOURCE_EVENTS"] = "s3"
+    with open(config_path, "w") as handle:
+        json.dump(config, handle)
+    code = ("from chalice.cli.factory import CLIFactory; import json, os; f = CLIFactory('.', environ=os.environ); "
+            "c = f.create_config_obj('prod'); app = c.chalice_app; "
+            "print(json.dumps([(e.name, type(e).__name__, getattr(e, 'bucket', None)) for e in app.event_sources]))")
+    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=project, env=env, capture_output=True, text=True,
+                            check=True)
+    sources = {name: (kind, bucket) for name, kind, bucket in json.loads(result.stdout)}
+    assert sources["cleanup_clips"] == ("S3EventConfig", "pod-insights-raw")
 
 
 @pytest.mark.slow
@@ -147,15 +170,71 @@ def test_the_clips_bucket_is_private_encrypted_and_expires_clips(template):
     assert template["ClipsBucket"]["DeletionPolicy"] == "Retain"
 
 
-def test_every_alarm_notifies_the_alert_topic(template):
-    alarms = {name: r["Properties"] for name, r in template.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    for name, alarm in alarms.items():
-        assert alarm["AlarmActions"] == [{"Ref": "AlertTopic"}], name
-    watched = {(a["MetricName"], json.dumps(a["Dimensions"][0]["Value"])) for a in alarms.values()}
+ALERT_OWNERS = {  # alarms that notify the topic themselves; the rest are inputs (see the template's comment)
+    "ApiFailing", "ApiThrottles", "CleanupErrors", "CleanupThrottles", "HealthCheckErrors", "HealthCheckThrottles",
+    "HealthCheckStopped", "CleanupFailedEvents"}
+
+
+def test_every_alarm_is_watched_and_only_the_owner_of_each_signal_notifies(template):
+    alarms = {name: r["Properties"] for name, r in template.items()
+              if r["Type"] in ("AWS::CloudWatch::Alarm", "AWS::CloudWatch::CompositeAlarm")}
+    assert {name for name, alarm in alarms.items() if alarm.get("AlarmActions")} == ALERT_OWNERS
+    for name in ALERT_OWNERS:
+        assert alarms[name]["AlarmActions"] == [{"Ref": "AlertTopic"}], name
+    assert not any(alarm.get("OKActions") for alarm in alarms.values()), "one message per outage, not two"
+    metric = {name: a for name, a in alarms.items() if "MetricName" in a}
+    watched = {(a["MetricName"], json.dumps(a["Dimensions"][0]["Value"])) for a in metric.values()}
     for function in ("audio-clips-${Stage}", "audio-clips-${Stage}-cleanup_clips", "audio-clips-${Stage}-health_check"):
-        for metric in ("Errors", "Throttles"):
-            assert (metric, json.dumps({"Fn::Sub": function})) in watched
+        for name in ("Errors", "Throttles"):
+            assert (name, json.dumps({"Fn::Sub": function})) in watched
     assert alarms["ApiDurationNearTimeout"]["Threshold"] == {"Ref": "ApiDurationAlarmMs"}
+
+
+def test_api_gateway_5xx_and_p99_latency_alarms_per_stage(template):
+    stage_api = [{"Name": "ApiName", "Value": "audio-clips"}, {"Name": "Stage", "Value": {"Ref": "Stage"}}]
+    errors, latency = template["Api5xx"]["Properties"], template["ApiLatencyP99"]["Properties"]
+    assert (errors["Namespace"], errors["MetricName"], errors["Statistic"]) == ("AWS/ApiGateway", "5XXError", "Sum")
+    assert errors["Dimensions"] == stage_api and errors["Threshold"] == {"Ref": "Api5xxAlarmCount"}
+    assert errors["ComparisonOperator"] == "GreaterThanOrEqualToThreshold" and errors["Period"] == 300
+    assert (latency["Namespace"], latency["MetricName"], latency["ExtendedStatistic"]) == (
+        "AWS/ApiGateway", "Latency", "p99")
+    assert latency["Dimensions"] == stage_api and latency["Threshold"] == {"Ref": "ApiLatencyP99AlarmMs"}
+    assert latency["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def test_the_api_alerts_once_through_a_composite_held_back_during_a_catalog_outage(template):
+    composite = template["ApiFailing"]["Properties"]
+    rule = composite["AlarmRule"]["Fn::Sub"]
+    for member in ("Api5xx", "ApiLatencyP99", "ApiErrors", "ApiDurationNearTimeout"):
+        assert f'ALARM("${{{member}}}")' in rule
+    assert composite["ActionsSuppressor"] == {"Ref": "CatalogUnhealthy"}
+    assert composite["ActionsSuppressorWaitPeriod"] >= 600, "CatalogUnhealthy needs 2 of 3 five-minute periods"
+    assert "OKActions" not in composite
+
+
+def test_each_function_log_group_is_declared_with_retention(template):
+    groups = {r["Properties"]["LogGroupName"]["Fn::Sub"]: r["Properties"] for r in template.values()
+              if r["Type"] == "AWS::Logs::LogGroup"}
+    assert set(groups) == {f"/aws/lambda/{name}" for name in (
+        "audio-clips-${Stage}", "audio-clips-${Stage}-cleanup_clips", "audio-clips-${Stage}-health_check")}
+    assert all(g["RetentionInDays"] == {"Ref": "LogRetentionDays"} for g in groups.values())
+
+
+def test_cleanup_failures_queue_and_its_depth_alarm(template):
+    queue = template["CleanupFailures"]["Properties"]
+    assert queue["QueueName"] == {"Fn::Sub": "audio-clips-${Stage}-cleanup_clips-failed"}
+    assert queue["MessageRetentionPeriod"] == 1209600 and queue["SqsManagedSseEnabled"] is True
+    alarm = template["CleanupFailedEvents"]["Properties"]
+    assert (alarm["Namespace"], alarm["MetricName"]) == ("AWS/SQS", "ApproximateNumberOfMessagesVisible")
+    assert alarm["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["CleanupFailures", "QueueName"]}}]
+    assert (alarm["Threshold"], alarm["ComparisonOperator"]) == (1, "GreaterThanOrEqualToThreshold")
+
+
+def test_the_dashboard_is_optional(template):
+    assert template["StageDashboard"]["Condition"] == "Dashboard"
+    body = template["StageDashboard"]["Properties"]["DashboardBody"]["Fn::Sub"]
+    json.loads(body.replace("${AWS::Region}", "us-east-1").replace("${Stage}", "dev")
+               .replace("${CleanupFailures.QueueName}", "q"))
 
 
 def test_the_catalog_alarm_treats_missing_data_as_breaching(template):
@@ -164,6 +243,9 @@ def test_the_catalog_alarm_treats_missing_data_as_breaching(template):
     assert (alarm["DatapointsToAlarm"], alarm["EvaluationPeriods"]) == (2, 3)
     assert alarm["TreatMissingData"] == "breaching", "a health check that stopped running must be noticed"
     assert alarm["Dimensions"] == [{"Name": "Service", "Value": {"Fn::Sub": "audio-clips-${Stage}"}}]
+    stopped = template["HealthCheckStopped"]["Properties"]
+    assert (stopped["MetricName"], stopped["Statistic"], stopped["TreatMissingData"]) == (
+        "MongoPingOk", "SampleCount", "breaching")
 
 
 def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_path, monkeypatch):
@@ -173,6 +255,9 @@ def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_p
     result = subprocess.run([sys.executable, os.path.join(ROOT, "infra", "deploy.py"), "dev", "--config", str(config)],
                             env=os.environ.copy(), capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
+    assert "creating stack audio-clips-infra-dev" in result.stdout
+    assert "audio-clips-infra-dev: CREATE_COMPLETE after" in result.stdout, "progress lines while the stack works"
+    assert "commit it" in result.stdout
     after = json.loads(config.read_text())
     variables = after["stages"]["dev"]["environment_variables"]
     assert variables["CLIPS_BUCKET"] == "pod-insights-clips-dev"
@@ -182,12 +267,20 @@ def test_make_infra_deploys_the_stack_and_records_its_outputs(moto_server, tmp_p
     assert after == before, "nothing else in the config changed"
     buckets = {b["Name"] for b in moto_server.list_buckets()["Buckets"]}
     assert {"pod-insights-clips-dev", variables["LAYER_ARTIFACTS_BUCKET"]} <= buckets
+    import boto3
+
+    logs = boto3.client("logs", region_name="us-east-1")
+    groups = logs.describe_log_groups(logGroupNamePrefix="/aws/lambda/audio-clips-dev")["logGroups"]
+    assert {(g["logGroupName"], g.get("retentionInDays")) for g in groups} == {
+        ("/aws/lambda/audio-clips-dev", 30), ("/aws/lambda/audio-clips-dev-cleanup_clips", 30),
+        ("/aws/lambda/audio-clips-dev-health_check", 30)}
+    assert boto3.client("sqs", region_name="us-east-1").get_queue_url(QueueName="audio-clips-dev-cleanup_clips-failed")
 
 
 def test_make_deploy_refuses_a_python_older_than_3_12():
-    result = subprocess.run(["make", "-s", "deploy", "STAGE=dev", "PY=/root/.pyenv/versions/3.11.7/bin/python"]
+    result = subprocess.run(["make", "-s", "-o", ".venv/.installed", "deploy", "STAGE=dev", "PY=/root/.pyenv/versions/3.11.7/bin/python"]
                             if os.path.exists("/root/.pyenv/versions/3.11.7/bin/python") else
-                            ["make", "-s", "deploy", "STAGE=dev", "PY=python3.11"],
+                            ["make", "-s", "-o", ".venv/.installed", "deploy", "STAGE=dev", "PY=python3.11"],
                             cwd=ROOT, capture_output=True, text=True)
     assert result.returncode != 0
     assert "needs Python 3.12 or newer" in result.stderr

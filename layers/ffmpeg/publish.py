@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -22,7 +23,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
-ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip: Chalice deploys x86_64 functions
+sys.path.insert(0, str(REPO / "infra"))
+from stage import StageError, architecture, layer_name, region  # noqa: E402  (infra/stage.py: shared by every deploy command)
+ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip; each architecture's is named in wheels.lock
+LOCK = HERE / "wheels.lock"
+
+
+def zip_name(arch: str) -> str:
+    """The zip build.py writes for an architecture (the stage's lambda_architecture)."""
+    return json.loads(LOCK.read_text())["wheels"][arch]["zip"]
 RUNTIMES = ["python3.12", "python3.13"]  # the wheel needs glibc 2.28 (Amazon Linux 2023), so not python3.11
 
 
@@ -72,15 +81,32 @@ def upload(s3, zip_path: Path, bucket: str, key: str) -> None:
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("404", "NoSuchKey", "NotFound"):
             raise
-    print(f"uploading {zip_path} to s3://{bucket}/{key}", flush=True)
-    s3.upload_file(str(zip_path), bucket, key)
+    size = zip_path.stat().st_size
+    print(f"uploading {zip_path} ({size / 1e6:.0f} MB) to s3://{bucket}/{key}", flush=True)
+    s3.upload_file(str(zip_path), bucket, key, Callback=UploadProgress(size))
+
+
+class UploadProgress:
+    """A line at each further tenth of the upload (boto3 calls it from its transfer threads)."""
+
+    def __init__(self, size: int):
+        self._size, self._sent, self._tenths = max(size, 1), 0, 0
+
+    def __call__(self, sent: int) -> None:
+        self._sent += sent
+        tenths = self._sent * 10 // self._size
+        if tenths > self._tenths:
+            self._tenths = tenths
+            print(f"  uploaded {min(tenths * 10, 100)} % ({self._sent / 1e6:.0f} MB)", flush=True)
 
 
 def publish(lambda_client, stage: str, bucket: str, key: str, manifest: dict) -> str:
+    """A version of the stage's layer for the zip's architecture (arm64 layers carry it in their name, so that
+    make deploy can check, offline, that api_handler and its layer match)."""
     description = (f"FFmpeg {manifest['ffmpeg_version']} from {manifest['wheel']} "
                    f"sha256 {manifest['wheel_sha256']}")[:256]
     response = lambda_client.publish_layer_version(
-        LayerName=f"audio-clips-ffmpeg-{stage}",
+        LayerName=layer_name(stage, manifest["arch"]),
         Content={"S3Bucket": bucket, "S3Key": key},
         CompatibleRuntimes=RUNTIMES,
         CompatibleArchitectures=[manifest["arch"]],
@@ -104,25 +130,31 @@ def main(argv=None) -> int:
     parser.add_argument("--bucket", help="artifacts bucket (default: the stage's LAYER_ARTIFACTS_BUCKET)")
     parser.add_argument("--config", type=Path, default=REPO / ".chalice" / "config.json")
     parser.add_argument("--dist-dir", type=Path, default=HERE / "dist", help="where build.py wrote the zip")
+    parser.add_argument("--region", help="default: AWS_REGION, else AWS_DEFAULT_REGION")
     args = parser.parse_args(argv)
     try:
+        try:
+            region_name = region(os.environ, args.region)
+        except StageError as error:
+            raise PublishError(str(error)) from error
         config = json.loads(args.config.read_text())
         if args.stage not in config.get("stages", {}):
             raise PublishError(f"stage {args.stage!r} is not in {args.config} (has: {', '.join(config.get('stages', {}))})")
         bucket = artifacts_bucket(config, args.stage, args.bucket)
-        zip_path = args.dist_dir / ZIP_NAME
+        zip_path = args.dist_dir / zip_name(architecture(config, args.stage))
         manifest = load_manifest(zip_path)
         key = f"layers/ffmpeg/{manifest['zip_sha256']}.zip"
         try:
-            upload(boto3.client("s3"), zip_path, bucket, key)
-            arn = publish(boto3.client("lambda"), args.stage, bucket, key, manifest)
+            upload(boto3.client("s3", region_name=region_name), zip_path, bucket, key)
+            arn = publish(boto3.client("lambda", region_name=region_name), args.stage, bucket, key, manifest)
         except (BotoCoreError, ClientError, S3UploadFailedError) as error:
             raise PublishError(f"AWS call failed: {error}") from error
         record_layer(args.config, args.stage, arn)
     except PublishError as error:
         print(f"publish.py: error: {error}", file=sys.stderr)
         return 1
-    print(f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers")
+    print(f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers: "
+          f"commit it, so that every clone and CI deploy this stage with its FFmpeg layer")
     return 0
 
 

@@ -1,0 +1,233 @@
+"""infra/stage.py: what `make deploy` checks before any AWS call, and the IAM policies it writes from the stage's
+settings. The deploys themselves run against moto in test_chalice_deploy.py."""
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "infra"))
+import stage  # noqa: E402
+
+LAYER = "arn:aws:lambda:eu-west-1:123456789012:layer:audio-clips-ffmpeg-prod:3"
+
+
+def committed_config() -> dict:
+    return json.loads((ROOT / ".chalice" / "config.json").read_text())
+
+
+def ready(stage_name: str = "prod", layer: str = LAYER) -> dict:
+    """The committed config as `make infra` and `make publish-layer` leave it."""
+    config = committed_config()
+    config["stages"][stage_name]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"] = "audio-clips-artifacts-x"
+    config["stages"][stage_name]["lambda_functions"]["api_handler"]["layers"] = [layer]
+    return config
+
+
+def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """`make` in this repository; -o keeps make from rebuilding the venv whose requirements may be newer."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    environ.update(env or {})
+    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=ROOT, env=environ, capture_output=True,
+                          text=True, timeout=60)
+
+
+# ------------------------------------------------------------------ region
+
+@pytest.mark.parametrize("environ, flag, expected", [
+    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-east-1"}, None, "eu-west-1"),
+    ({"AWS_DEFAULT_REGION": "us-east-2"}, None, "us-east-2"),
+    ({"AWS_REGION": "eu-west-1"}, "ap-southeast-2", "ap-southeast-2"),
+])
+def test_the_region_comes_from_region_then_aws_region_then_aws_default_region(environ, flag, expected):
+    assert stage.region(environ, flag) == expected
+
+
+def test_no_region_is_refused_naming_region():
+    with pytest.raises(stage.StageError, match="no AWS region: pass REGION=<region>"):
+        stage.region({})
+    with pytest.raises(stage.StageError, match="not an AWS region name"):
+        stage.region({}, "Ireland")
+
+
+# ------------------------------------------------------------------ the FFmpeg layer
+
+def test_a_stage_without_an_ffmpeg_layer_is_refused_naming_make_publish_layer():
+    with pytest.raises(stage.StageError, match=r"api_handler has no FFmpeg layer.*make publish-layer STAGE=prod "
+                                               r"REGION=eu-west-1"):
+        stage.check_layer(committed_config(), "prod", "eu-west-1")
+
+
+def test_a_layer_of_another_region_is_refused():
+    with pytest.raises(stage.StageError, match="is in eu-west-1, the deploy goes to us-east-1"):
+        stage.check_layer(ready(), "prod", "us-east-1")
+
+
+def test_a_stage_ready_to_deploy_passes_the_check():
+    assert stage.check(ready(), "prod", "eu-west-1")["CLIPS_BUCKET"] == "pod-insights-clips"
+
+
+def test_a_stage_without_infra_is_refused_naming_make_infra():
+    config = ready()
+    del config["stages"]["prod"]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"]
+    with pytest.raises(stage.StageError, match=r"LAYER_ARTIFACTS_BUCKET is not set: run `make infra STAGE=prod"):
+        stage.check(config, "prod", "eu-west-1")
+
+
+def test_make_deploy_refuses_a_stage_without_a_layer_before_any_aws_call():
+    """The committed prod stage has no layer. AWS_ENDPOINT_URL points at a closed port: an AWS call would fail
+    with a connection error instead of this message."""
+    closed_port = {"AWS_ENDPOINT_URL": "http://127.0.0.1:9", "AWS_ACCESS_KEY_ID": "x", "AWS_SECRET_ACCESS_KEY": "x"}
+    result = make("deploy", "STAGE=prod", "REGION=eu-west-1", env=closed_port)
+    assert result.returncode != 0
+    assert "api_handler has no FFmpeg layer" in result.stderr
+    assert "make publish-layer STAGE=prod REGION=eu-west-1" in result.stderr
+    assert "Could not connect" not in result.stderr + result.stdout
+
+
+def test_make_deploy_without_a_region_is_refused_naming_region():
+    result = make("deploy", "STAGE=dev")
+    assert result.returncode != 0 and "no AWS region: pass REGION=<region>" in result.stderr
+
+
+# ------------------------------------------------------------------ the policies, generated from the settings
+
+def test_the_committed_policies_are_what_the_stage_settings_generate():
+    config = committed_config()
+    for stage_name in ("dev", "prod"):
+        environment = stage.stage_environment(config, stage_name)
+        for function, document in stage.policy_documents(stage_name, environment).items():
+            path = stage.policy_path(ROOT / ".chalice" / "config.json", config, stage_name, function)
+            assert json.loads(path.read_text()) == document, f"{path.name}: run `make policies STAGE={stage_name}`"
+
+
+def test_renamed_buckets_reach_every_policy(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    config = committed_config()
+    config["stages"]["dev"]["environment_variables"].update(SOURCE_BUCKET="acme-raw", CLIPS_BUCKET="acme-clips-dev")
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(config))
+    written = stage.write_policies(tmp_path / ".chalice" / "config.json", "dev")
+    assert sorted(p.name for p in written) == [f"policy-dev-{f}.json" for f in stage.FUNCTIONS]
+    text = "".join(p.read_text() for p in written)
+    assert "pod-insights" not in text
+    api = json.loads((tmp_path / ".chalice" / "policy-dev-api_handler.json").read_text())
+    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
+            "Resource": ["arn:aws:s3:::acme-raw/*"]} in api["Statement"]
+    assert stage.write_policies(tmp_path / ".chalice" / "config.json", "dev") == [], "unchanged settings: no writes"
+
+
+def test_cleanup_may_send_its_failed_events_to_its_queue_only():
+    documents = stage.policy_documents("prod", stage.stage_environment(committed_config(), "prod"))
+    sqs = [s for s in documents["cleanup_clips"]["Statement"] if any(a.startswith("sqs:") for a in s["Action"])]
+    assert sqs == [{"Sid": "SendFailedEvents", "Effect": "Allow", "Action": ["sqs:SendMessage"],
+                    "Resource": ["arn:aws:sqs:*:*:audio-clips-prod-cleanup_clips-failed"]}]
+    assert not any(a.startswith("sqs:") for f in ("api_handler", "health_check")
+                   for s in documents[f]["Statement"] for a in s["Action"])
+
+
+def test_the_stage_settings_name_the_buckets_and_the_event_source():
+    config = committed_config()
+    for stage_name in ("dev", "prod"):
+        environment = stage.stage_environment(config, stage_name)
+        assert environment["SOURCE_EVENTS"] == "eventbridge"
+        assert environment["SOURCE_BUCKET"] and environment["CLIPS_BUCKET"]
+    assert copy.deepcopy(config) == committed_config()
+
+
+def test_source_events_turns_on_eventbridge_and_keeps_the_other_consumers_notifications(moto_server):
+    """Against moto's server: the raw bucket already notifies another system's queue. moto keeps the EventBridge
+    setting but leaves it out of GetBucketNotificationConfiguration's answer, so it is read from moto's backend."""
+    import boto3
+    from moto.core import DEFAULT_ACCOUNT_ID
+    from moto.s3.models import s3_backends
+
+    sqs = boto3.client("sqs", region_name="us-east-1")
+    queue = sqs.create_queue(QueueName="transcription")["QueueUrl"]
+    arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    others = [{"Id": "transcribe", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
+    moto_server.put_bucket_notification_configuration(Bucket="pod-insights-raw",
+                                                      NotificationConfiguration={"QueueConfigurations": others})
+    assert stage.enable_source_events(moto_server, "pod-insights-raw") is True
+    after = moto_server.get_bucket_notification_configuration(Bucket="pod-insights-raw")
+    assert after["QueueConfigurations"] == others
+    bucket = s3_backends[DEFAULT_ACCOUNT_ID]["aws"].buckets["pod-insights-raw"]
+    assert bucket.notification_configuration.event_bridge == {}
+
+
+def test_tracing_is_one_stage_option_set_in_both_places():
+    config = ready()
+    config["stages"]["prod"]["environment_variables"]["TRACING"] = "true"
+    with pytest.raises(stage.StageError, match='TRACING is true but "xray" is false'):
+        stage.check(config, "prod", "eu-west-1")
+    config["stages"]["prod"]["xray"] = True
+    assert stage.check(config, "prod", "eu-west-1")["TRACING"] == "true"
+
+
+def test_an_arm64_stage_needs_the_arm64_layer():
+    config = ready()
+    config["stages"]["prod"]["lambda_architecture"] = "arm64"
+    with pytest.raises(stage.StageError, match="is not audio-clips-ffmpeg-prod-arm64, the layer of this stage and its "
+                                               r"lambda_architecture \(arm64\)"):
+        stage.check(config, "prod", "eu-west-1")
+    config["stages"]["prod"]["lambda_functions"]["api_handler"]["layers"] = [LAYER.replace("prod:3", "prod-arm64:1")]
+    stage.check(config, "prod", "eu-west-1")
+
+
+def test_publish_picks_the_zip_of_the_stage_architecture():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("publish", ROOT / "layers" / "ffmpeg" / "publish.py")
+    publish = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(publish)
+    assert publish.zip_name("x86_64") == "ffmpeg-layer.zip" and publish.zip_name("arm64") == "ffmpeg-layer-arm64.zip"
+    assert stage.layer_name("dev", "arm64") == "audio-clips-ffmpeg-dev-arm64" and stage.layer_name("dev") == \
+        "audio-clips-ffmpeg-dev"
+
+
+def test_a_traced_stage_may_send_traces_and_an_untraced_one_may_not():
+    environment = stage.stage_environment(committed_config(), "dev")
+
+    def xray(env):
+        documents = stage.policy_documents("dev", env).values()
+        return [s["Action"] for d in documents for s in d["Statement"] if s["Sid"] == "SendTraces"]
+
+    assert xray(environment) == []
+    assert xray({**environment, "TRACING": "true"}) == [["xray:PutTraceSegments", "xray:PutTelemetryRecords"]] * 3
+
+
+def test_a_second_deploy_of_a_stage_at_the_same_time_is_refused_before_chalice_runs(moto_server, tmp_path):
+    """Against moto's server: the lock is S3's conditional PUT (If-None-Match: *), which moto honours."""
+    moto_server.create_bucket(Bucket="audio-clips-artifacts-x")
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text(json.dumps(ready(layer=LAYER.replace("eu-west-1", "us-east-1"))))
+    with stage.deploy_lock(moto_server, "audio-clips-artifacts-x", "prod"):
+        with pytest.raises(stage.StageError, match=r"stage prod is being deployed elsewhere .*aws s3 rm "
+                                                   r"s3://audio-clips-artifacts-x/chalice-state/prod.lock"):
+            stage.deploy("prod", "us-east-1", tmp_path, clients=lambda service: moto_server)
+    assert not (tmp_path / ".chalice" / "deployed").exists(), "nothing fetched, chalice never ran"
+    listed = moto_server.list_objects_v2(Bucket="audio-clips-artifacts-x").get("Contents", [])
+    assert listed == [], "the lock is gone once its deploy ends"
+
+
+def test_uncommitted_stage_files_are_named_after_a_deploy(tmp_path):
+    def git(*args):
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / ".chalice").mkdir()
+    (tmp_path / ".chalice" / "config.json").write_text("{}")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "x")
+    assert stage.uncommitted(tmp_path) == []
+    (tmp_path / ".chalice" / "config.json").write_text('{"stages": {}}')
+    (tmp_path / ".chalice" / "policy-dev-api_handler.json").write_text("{}")
+    assert stage.uncommitted(tmp_path) == [".chalice/config.json", ".chalice/policy-dev-api_handler.json"]
+    (tmp_path.parent / "not-a-clone").mkdir(exist_ok=True)
+    assert stage.uncommitted(tmp_path.parent / "not-a-clone") == []
