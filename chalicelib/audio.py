@@ -220,12 +220,20 @@ def _frame_span(header: mp3.FrameHeader, first_sample: int, count: int, frames_t
     return first_frame, last_frame
 
 
-def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
+def _take(data: bytes, pos: int, count: int,
+          cut_short: bool = False) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
+    """``count`` whole frames from ``pos``; with ``cut_short`` (the data ends the file), a last frame that the
+    file cuts short is completed with zeros, as a decoder reads it."""
     frames = []
     for offset, header in mp3.walk_frames(data, pos):
         frames.append((data[offset:offset + header.length], header))
+        pos = offset + header.length
         if len(frames) == count:
             return frames
+    last = mp3.parse_header(data, pos)
+    if cut_short and last is not None and len(frames) == count - 1 and (not frames or last.format == frames[0][1].format):
+        frames.append((data[pos:] + bytes(last.length - (len(data) - pos)), last))
+        return frames
     return None
 
 
@@ -250,7 +258,8 @@ def _cut_run(source: Mp3Source, run: Sequence[Segment], every: int, first_sample
             stop = -(-hi // every)
             start = segment.checkpoints[checkpoint]
             end = segment.checkpoints[stop] if stop < len(segment.checkpoints) else segment.end
-            taken = _take(source.read(start, end), 0, hi - checkpoint * every)
+            taken = _take(source.read(start, end), 0, hi - checkpoint * every,
+                          cut_short=end >= source.audio.source.size)
             if taken is None:
                 raise Undecodable("The episode's source audio has damaged frames at this position",
                                   detail=f"frames {start}..{end} changed since the seek index was built")

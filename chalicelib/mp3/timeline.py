@@ -259,6 +259,10 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
                 break
             gap_dirty = gap_dirty or bool(buffer[pos:found].strip(b"\0"))
             pos = found
+    tail = buffer[pos:pos + 4]
+    if current >= 0 and last_end == base + pos and len(tail) == 4 and known.get(tail, (0, -1))[1] == current:
+        seg_frames += 1  # an upload cut short inside its last frame: FFmpeg still decodes that frame
+        last_end = base + len(buffer)
     close()
     if not segments:
         raise NotMp3("no MPEG audio frames found")
