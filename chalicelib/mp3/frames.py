@@ -243,8 +243,12 @@ def read_layout(read: Callable[[int, int], bytes], offset: int = 0) -> StreamLay
         if not size:
             break
         offset += size
-    window = read(offset, offset + RESYNC_WINDOW)
-    pos = find_frame(window)
+    pos = None
+    for size in (8 * 1024, RESYNC_WINDOW):  # mostly within the head already read; farther only after junk
+        window = read(offset, offset + size)
+        pos = find_frame(window)
+        if pos is not None or len(window) < size:
+            break
     if pos is None:
         raise NotMp3("no MPEG audio frames found")
     first = parse_header(window, pos)
