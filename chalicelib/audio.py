@@ -231,7 +231,8 @@ def _take(data: bytes, pos: int, count: int,
         if len(frames) == count:
             return frames
     last = mp3.parse_header(data, pos)
-    if cut_short and last is not None and len(frames) == count - 1 and (not frames or last.format == frames[0][1].format):
+    same_format = not frames or (last is not None and last.format == frames[0][1].format)
+    if cut_short and last is not None and len(frames) == count - 1 and same_format:
         frames.append((data[pos:] + bytes(last.length - (len(data) - pos)), last))
         return frames
     return None

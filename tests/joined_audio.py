@@ -13,7 +13,8 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from tests.audio_tools import FFMPEG, decode
 
-SIGNAL = "anoisesrc=d={seconds}:c=pink:r={rate}:a=0.5:seed={seed},volume='0.15+0.85*abs(sin(t*2.3)*cos(t*0.71))':eval=frame"
+SIGNAL = ("anoisesrc=d={seconds}:c=pink:r={rate}:a=0.5:seed={seed},"
+          "volume='0.15+0.85*abs(sin(t*2.3)*cos(t*0.71))':eval=frame")
 LAME = shutil.which("lame")
 
 

@@ -106,7 +106,10 @@ def cut(frames: Sequence[Tuple[bytes, FrameHeader]], first_index: int, first_sam
     count = len(kept) + (1 if carrier else 0)
     padding = count * spf - delay - sample_count
     body = [carrier] + [f for f, _ in kept] if carrier else [f for f, _ in kept]
-    headers = [parse_header(carrier)] + [h for _, h in kept] if carrier else [h for _, h in kept]
+    headers = [h for _, h in kept]
+    carrier_header = parse_header(carrier) if carrier else None
+    if carrier_header is not None:
+        headers.insert(0, carrier_header)
     constant = all(h.bitrate_index == kept[0][1].bitrate_index for _, h in kept)
     info = info_frame(headers, [len(b) for b in body], delay, min(padding, MAX_GAPLESS_FIELD), constant)
     return Cut(

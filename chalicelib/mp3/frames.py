@@ -113,9 +113,10 @@ def _chain_holds(data: bytes, pos: int, count: int) -> bool:
         pos += header.length
         if pos == len(data):
             return True  # the data ends exactly after a whole frame
-        header = parse_header(data, pos)
-        if header is None or not header.same_stream(first):
+        following = parse_header(data, pos)
+        if following is None or not following.same_stream(first):
             return False
+        header = following
     return True
 
 

@@ -242,14 +242,14 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
             if buffer[pos:pos + 3] == b"ID3":
                 if pos + 10 > limit:
                     break
-                tag = id3v2_size(buffer[pos:pos + 10])
-                if tag:
+                tag_size = id3v2_size(buffer[pos:pos + 10])
+                if tag_size:
                     gap_dirty = True
-                    if pos + tag > limit:
-                        skip = pos + tag - limit
+                    if pos + tag_size > limit:
+                        skip = pos + tag_size - limit
                         pos = limit
                         break
-                    pos += tag
+                    pos += tag_size
                     continue
             found = find_frame(buffer, pos + 1)
             if found is None:
