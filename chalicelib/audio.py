@@ -158,15 +158,19 @@ def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: Episode
     first_tick, count_ticks = plan_samples(start_ms, want_ms, index.duration_ticks, TICKS_PER_SECOND)
     begin = first_tick + index.start_skip_ticks
     end = begin + count_ticks
-    pieces = []
+    spans = []
     for run in index.runs:
         run_start, run_end = run[0].tick, run[-1].tick + run[-1].ticks
         if begin < run_end and end > run_start:
-            tps = run[0].ticks_per_sample
-            first_sample = round((max(begin, run_start) - run_start) / tps)
-            count = round((min(end, run_end) - run_start) / tps) - first_sample
+            first_sample = _run_sample(run, max(begin, run_start))
+            count = _run_sample(run, min(end, run_end)) - first_sample
             if count > 0:
-                pieces.append(_cut_run(source, run, index.every, first_sample, count))
+                spans.append((run, first_sample, count))
+    if len(spans) == 1:  # within one run: the clip lasts what was asked, though FFmpeg may time a frame at a join
+        run, first_sample, count = spans[0]  # at another rate
+        count = min(count, round(count_ticks / run[0].ticks_per_sample))
+        spans = [(run, first_sample, count)]
+    pieces = [_cut_run(source, run, index.every, first_sample, count) for run, first_sample, count in spans]
     served = duration_ms(count_ticks, TICKS_PER_SECOND)
     if len(pieces) == 1:
         piece = pieces[0]
@@ -243,6 +247,16 @@ def _take(data: bytes, pos: int, count: int,
 def _model(segment: Segment) -> mp3.FrameHeader:
     """A header of the segment's format at its smallest bitrate, with a CRC: the worst case for the reservoir."""
     return mp3.FrameHeader(segment.version, 1, segment.sample_rate, 0, segment.channels, True, b"")
+
+
+def _run_sample(run: Sequence[Segment], tick: int) -> int:
+    """The run's decoder sample (counted from its first frame) that the player plays at ``tick``."""
+    before = 0
+    for segment in run:
+        if tick < segment.tick + segment.ticks or segment is run[-1]:
+            return before + round(segment.sample_at(tick))
+        before += segment.frames * segment.samples_per_frame
+    raise AssertionError("unreachable")
 
 
 def _cut_run(source: Mp3Source, run: Sequence[Segment], every: int, first_sample: int, count: int) -> mp3.Cut:

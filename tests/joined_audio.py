@@ -120,6 +120,14 @@ def _mono_preroll(d: str) -> Joined:
                                       encode(d, "show20", 20, 44100, 2, CBR, 32)], frame_copy=False)
 
 
+def _stereo_ad_in_mono_show(d: str) -> Joined:
+    """A mono show, a stereo ad, the mono show again: only the channels change."""
+    mono = ("-b:a", "64k")
+    return joined(d, "stereo_ad_in_mono_show", [encode(d, "mono12a", 12, 44100, 1, mono, 35),
+                                                encode(d, "stereo-ad", 8, 44100, 2, CBR, 36),
+                                                encode(d, "mono12b", 12, 44100, 1, mono, 37)], frame_copy=False)
+
+
 def _mpeg2_preroll(d: str) -> Joined:
     """An MPEG-2 (22.05 kHz) pre-roll before an MPEG-1 show."""
     return joined(d, "mpeg2_preroll", [encode(d, "mpeg2", 6, 22050, 1, ("-b:a", "48k"), 41),
@@ -193,6 +201,7 @@ FIXTURES: Dict[str, Callable[[str], Joined]] = {
     "preroll_info": _preroll_with_info,
     "ad_48k_mono": _ad_48k_mono,
     "mono_preroll": _mono_preroll,
+    "stereo_ad_in_mono_show": _stereo_ad_in_mono_show,
     "mpeg2_preroll": _mpeg2_preroll,
     "vbr_no_headers": _vbr_parts_without_headers,
     "mid_id3_picture": _mid_file_picture,
