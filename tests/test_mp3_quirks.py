@@ -142,3 +142,22 @@ def test_indexing_a_joined_episode_costs_about_what_a_uniform_one_does(parts):
         return best
 
     assert seconds_per_megabyte(joined) <= 2.0 * seconds_per_megabyte(uniform)
+
+
+@pytest.mark.parametrize("chunk", [1000, 4099, 1 << 20])
+def test_the_index_is_the_same_whatever_the_chunks_tags_and_frames_straddle(parts, chunk):
+    from tests.joined_audio import id3_tag
+
+    show = encode(parts, "show10", 10, 44100, 2, ("-b:a", "128k"), 7)
+    ad = encode(parts, "ad5", 5, 48000, 1, ("-b:a", "64k"), 8)
+    data = show + id3_tag(parts, "chunks", "Chapter", 9_000) + ad + bytes(700) + show + b"TAG" + bytes(125)
+    layout = mp3.read_layout(lambda start, end: data[start:end])
+
+    def index(size: int) -> mp3.SeekIndex:
+        chunks = (data[at:at + size] for at in range(layout.audio_start, len(data), size))
+        return mp3.scan(chunks, layout, "etag", len(data), time.monotonic, time.monotonic() + 30)
+
+    assert index(chunk) == index(len(data))
+    assert [s.sample_rate for s in index(chunk).segments] == [44100, 48000, 44100]
+    assert index(chunk).lost_frames == 2, "each part's Info frame, behind an ID3v2 tag"
+
