@@ -20,10 +20,19 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 
 venv: $(VENV)/.installed
 
+# Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot). Installed once where
+# possible (root with apt-get, as in CI); elsewhere the tests that need it are skipped and say why.
+.PHONY: test-tools
+test-tools:
+	@command -v lame >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lame >/dev/null; \
+	  else echo "lame is missing and cannot be installed here (needs root and apt-get): its tests will be skipped"; fi; }
+
 run: venv
 	$(PY) scripts/run_local.py
 
-test: venv chromium
+test: venv chromium test-tools
 	$(PY) -m pytest
 
 # Debian's chromium, for the browser tests (the share page plays, tests/test_share_browser.py; the clips bucket's
@@ -36,7 +45,7 @@ chromium:
 	      || echo "could not install chromium with apt-get: the browser test will skip" >&2; \
 	  else echo "chromium is missing and this is not root: the browser test will skip" >&2; fi; }
 
-test-fast: venv
+test-fast: venv test-tools
 	$(PY) -m pytest -m "not slow"
 
 # Not part of `make test`: generates 3-hour episodes once (bench/cache/, ~1 min each), then a few minutes of runs.

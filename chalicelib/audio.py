@@ -1,8 +1,11 @@
 """Cutting a clip out of a source object while reading little more than the clip's own bytes.
 
-MP3 sources are cut by hand (``chalicelib.mp3``): the clip's frames are found by arithmetic for CBR files
-(Info tag) and through a per-episode seek index for every other MP3, built once by one streaming pass and
-kept beside the clips. Anything else (M4A/AAC, or what is not MP3) goes to FFmpeg over a pre-signed URL.
+MP3 sources are cut by hand (``chalicelib.mp3``) on the player's timeline, FFmpeg's decode of the whole file.
+A CBR file whose Info tag provably describes the whole object is cut by arithmetic; every other MP3 through a
+per-episode seek index of uniform segments, built once by one streaming pass and kept beside the clips. A clip
+inside one run of uniform frames is a copy of the source's frames; a clip that spans a change of sample rate or
+channels (an ad stitched into a show) is decoded from exactly the bytes it spans and encoded once by FFmpeg.
+Anything else (M4A/AAC, or what is not MP3) goes to FFmpeg over a pre-signed URL.
 """
 from __future__ import annotations
 
@@ -11,58 +14,34 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from chalicelib import mp3
-from chalicelib.errors import BadRequest, ClipTimeout, Undecodable
+from chalicelib.errors import BadRequest, ClipTimeout, ServiceError, Undecodable
+from chalicelib.mp3 import TICKS_PER_SECOND, SeekIndex, Segment
 from chalicelib.settings import MIN_CLIP_MS
 from chalicelib.storage import EpisodeArtefact, SourceAudio
 
 log = logging.getLogger(__name__)
 
 HEAD_BYTES = 16 * 1024
-INDEX_EVERY = 32  # frames between two checkpoints of a seek index
-INDEX_FORMAT = 1
+INDEX_FORMAT = mp3.INDEX_FORMAT
+INDEX_EVERY = mp3.timeline.INDEX_EVERY
+
+__all__ = ["ClipAudio", "Mp3Source", "SeekIndex", "build_index", "cut_mp3", "load_or_build_index", "plan_samples",
+           "tagged_duration_ms", "duration_ms"]
 
 
 @dataclass
 class ClipAudio:
     data: bytes
     duration_ms: int  # what is served: shorter than asked when clamped at the episode's end
-    method: str  # "mp3-cbr", "mp3-index", "ffmpeg"
+    method: str  # "mp3-cbr", "mp3-index", "mp3-reencode", "ffmpeg"
     index_built: bool = False
 
 
-@dataclass(frozen=True)
-class SeekIndex:
-    """Where frames lie in one version of an MP3 source: the offset of every ``every``-th frame."""
-
-    source_etag: str
-    audio_start: int
-    audio_end: int
-    frames: int
-    samples_per_frame: int
-    sample_rate: int
-    start_skip: int
-    duration_samples: int
-    every: int
-    offsets: Tuple[int, ...]
-
-    def to_json(self) -> dict:
-        return {"format": INDEX_FORMAT, **{k: getattr(self, k) for k in self.__dataclass_fields__}}
-
-    @classmethod
-    def from_json(cls, doc: Optional[dict]) -> Optional["SeekIndex"]:
-        if not doc or doc.get("format") != INDEX_FORMAT:
-            return None
-        try:
-            return cls(**{k: doc[k] for k in cls.__dataclass_fields__ if k != "offsets"}, offsets=tuple(doc["offsets"]))
-        except (KeyError, TypeError):
-            return None
-
-
 class Mp3Source:
-    """One MP3 source object, read by ranges."""
+    """One MP3 source object, read by ranges; a file no longer than its head is never read again."""
 
     def __init__(self, audio: SourceAudio, layout: mp3.StreamLayout):
         self.audio = audio
@@ -76,13 +55,26 @@ class Mp3Source:
             raise Undecodable("The episode's source audio is empty")
         if head[4:8] == b"ftyp":
             return None
-        skip = mp3.id3v2_size(head)
-        if skip:
-            head = head[skip:] if skip + HEAD_BYTES // 2 <= len(head) else audio.read(skip, skip + HEAD_BYTES)
         try:
-            return cls(audio, mp3.parse_layout(head, skip))
+            return cls(audio, mp3.read_layout(lambda start, end: _read(audio, start, end)))
         except mp3.NotMp3:
             return None
+
+    def read(self, start: int, end: int) -> bytes:
+        return _read(self.audio, start, end)
+
+    def stream(self, start: int) -> Iterator[bytes]:
+        if len(self.audio.head) >= self.audio.source.size:
+            yield self.audio.head[start:]
+        else:
+            yield from self.audio.stream(start)
+
+
+def _read(audio: SourceAudio, start: int, end: int) -> bytes:
+    head = audio.head
+    if end <= len(head) or len(head) >= audio.source.size:
+        return head[start:end]
+    return audio.read(start, end)
 
 
 def duration_ms(samples: int, sample_rate: int) -> int:
@@ -90,7 +82,8 @@ def duration_ms(samples: int, sample_rate: int) -> int:
 
 
 def plan_samples(start_ms: int, want_ms: int, total_samples: int, sample_rate: int) -> Tuple[int, int]:
-    """(first sample, sample count) of the clip, clamped at the end; BadRequest past it (``check_start``)."""
+    """(first sample, sample count) of the clip, clamped at the end; BadRequest past it (``check_start``). MP3 cuts
+    plan in ticks (``sample_rate`` = TICKS_PER_SECOND), which every sample rate of a joined file divides."""
     check_start(start_ms, duration_ms(total_samples, sample_rate))
     first = round(start_ms * sample_rate / 1000)
     return first, min(round(want_ms * sample_rate / 1000), total_samples - first)
@@ -134,33 +127,103 @@ class _Recent:
 _recent_indexes = _Recent(16)
 
 
-@dataclass
-class Located:
-    """The whole source frames a cut needs, and which decoder samples of them to keep."""
+def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
+    """One streaming pass over the source (see ``chalicelib.mp3.timeline``)."""
+    audio = source.audio
+    try:
+        index = mp3.scan(source.stream(source.layout.audio_start), source.layout, audio.source.etag,
+                         audio.source.size, time.monotonic, deadline)
+    except mp3.IndexTimeout as timeout:
+        raise ClipTimeout("Indexing the episode took too long; try again shortly",
+                          detail=f"seek index incomplete at byte {timeout.position} of {audio.source.size}") from None
+    except mp3.NotMp3:
+        raise Undecodable("The episode's source audio holds no MP3 frames") from None
+    return index
 
-    first_index: int  # frame number of frames[0] in the file
-    frames: List[Tuple[bytes, mp3.FrameHeader]]
-    first_sample: int  # decoder sample where the clip starts
-    count: int
-    method: str
 
-
-def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: EpisodeArtefact,
-            deadline: float) -> ClipAudio:
-    located = _locate_cbr(source, start_ms, want_ms) if source.layout.constant_bitrate else None
+def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: float) -> Tuple[SeekIndex, bool]:
+    """The source's seek index: this process's copy, else the stored one, else built now and stored.
+    (index, whether this call built it)."""
+    object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
+    index = _recent_indexes.get(object_id)
     built = False
-    if located is None:
-        object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
-        index = _recent_indexes.get(object_id)
-        if index is None:
-            index = SeekIndex.from_json(index_store.load())
-            if index is None or index.source_etag != source.audio.source.etag:
-                index, built = build_index(source, deadline), True
-                index_store.save(index.to_json())
-            _recent_indexes.put(object_id, index)
-        located = _locate_indexed(source, index, start_ms, want_ms)
-    clip = mp3.cut(located.frames, located.first_index, located.first_sample, located.count)
-    return ClipAudio(clip.data, duration_ms(located.count, clip.sample_rate), located.method, built)
+    if index is None:
+        index = SeekIndex.from_json(index_store.load())
+        if index is None or index.source_etag != source.audio.source.etag:
+            index, built = build_index(source, deadline), True
+            index_store.save(index.to_json())
+        _recent_indexes.put(object_id, index)
+    return index, built
+
+
+def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: EpisodeArtefact, deadline: float,
+            ffmpeg: Optional[Callable[[], Optional[str]]] = None) -> ClipAudio:
+    cbr = _cut_cbr(source, start_ms, want_ms)
+    if cbr is not None:
+        return cbr
+    index, built = load_or_build_index(source, index_store, deadline)
+    if index.frames < 2 or not index.duration_ticks:
+        raise Undecodable("The episode's source audio is too short to decode",
+                          detail=f"{index.frames} frames, {index.duration_ticks} ticks of audio")
+    first_tick, count_ticks = plan_samples(start_ms, want_ms, index.duration_ticks, TICKS_PER_SECOND)
+    begin = first_tick + index.start_skip_ticks
+    end = begin + count_ticks
+    spans = []
+    for run in index.runs:
+        run_start, run_end = run[0].tick, run[-1].tick + run[-1].ticks
+        if begin < run_end and end > run_start:
+            first_sample = _run_sample(run, max(begin, run_start))
+            count = _run_sample(run, min(end, run_end)) - first_sample
+            if count > 0:
+                spans.append((run, first_sample, count))
+    if len(spans) == 1:  # within one run: the clip lasts what was asked, though FFmpeg may time a frame at a join
+        run, first_sample, count = spans[0]  # at another rate
+        count = min(count, round(count_ticks / run[0].ticks_per_sample))
+        spans = [(run, first_sample, count)]
+    pieces = [_cut_run(source, run, index.every, first_sample, count) for run, first_sample, count in spans]
+    served = duration_ms(count_ticks, TICKS_PER_SECOND)
+    if len(pieces) == 1:
+        piece = pieces[0]
+        return ClipAudio(piece.data, duration_ms(piece.samples, piece.sample_rate), "mp3-index", built)
+    return ClipAudio(_reencode(pieces, index, count_ticks, deadline, ffmpeg), served, "mp3-reencode", built)
+
+
+# ---------------------------------------------------------------- the CBR fast path
+
+def _cut_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[ClipAudio]:
+    """A CBR file cut by arithmetic, only where that is provably right: its Info tag's byte count matches the
+    object's size and its frame count times the exact frame size, within one frame, and the fetched frames are
+    uniform. None otherwise (then the seek index takes over)."""
+    layout, header = source.layout, source.layout.first
+    tag = layout.tag
+    if tag is None or tag.kind != "Info" or not tag.frames or tag.frames < 2 or not tag.bytes:
+        return None
+    exact = header.samples / 8 * header.bitrate / header.sample_rate
+    tag_frame = layout.audio_start - layout.tag_offset
+    if abs(source.audio.source.size - (layout.tag_offset + tag.bytes)) > header.length:
+        return None  # trailing tags, a truncated upload or joined parts: the index knows
+    if abs(tag.frames * exact - (tag.bytes - tag_frame)) > header.length:
+        return None
+    total = tag.frames * header.samples - layout.start_skip - layout.end_trim
+    if total <= 0:
+        return None
+    tps = TICKS_PER_SECOND // header.sample_rate
+    first_tick, count_ticks = plan_samples(start_ms, want_ms, total * tps, TICKS_PER_SECOND)
+    first_sample = round(first_tick / tps) + layout.start_skip
+    count = round((first_tick + count_ticks) / tps) + layout.start_skip - first_sample
+    first_frame, last_frame = _frame_span(header, first_sample, count, tag.frames)
+    slack = max(2, min(64, int(exact) // 3))
+    expected = layout.audio_start + round(first_frame * exact)
+    read_from = max(layout.audio_start, expected - slack)
+    data = source.read(read_from, layout.audio_start + round(last_frame * exact) + slack)
+    found = mp3.find_frame(data, max(0, expected - read_from - slack), expected - read_from + slack + 1)
+    frames = _take(data, found, last_frame - first_frame) if found is not None else None
+    if frames is None or any(h.bitrate_index != header.bitrate_index or h.format != header.format
+                             for _, h in frames):
+        log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
+        return None
+    piece = mp3.cut(frames, first_frame, first_sample, count)
+    return ClipAudio(piece.data, duration_ms(count, header.sample_rate), "mp3-cbr")
 
 
 def _frame_span(header: mp3.FrameHeader, first_sample: int, count: int, frames_total: int) -> Tuple[int, int]:
@@ -171,136 +234,87 @@ def _frame_span(header: mp3.FrameHeader, first_sample: int, count: int, frames_t
     return first_frame, last_frame
 
 
-def _locate_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[Located]:
-    """Frames of a CBR file by arithmetic: frame i starts within a byte of ``audio_start + i * exact``.
-    None when the file is not the regular CBR its Info tag claims (then the seek index takes over)."""
-    layout, header = source.layout, source.layout.first
-    frames_total = layout.tag.frames or 0
-    if not frames_total:
-        return None
-    total = frames_total * header.samples - layout.gapless_trim
-    begin, count = plan_samples(start_ms, want_ms, total, header.sample_rate)
-    first_sample = begin + layout.start_skip
-    first_frame, last_frame = _frame_span(header, first_sample, count, frames_total)
-    exact = header.samples / 8 * header.bitrate / header.sample_rate
-    slack = max(2, min(64, int(exact) // 3))
-    expected = layout.audio_start + round(first_frame * exact)
-    read_from = max(layout.audio_start, expected - slack)
-    data = source.audio.read(read_from, layout.audio_start + round(last_frame * exact) + slack)
-    found = mp3.find_frame(data, max(0, expected - read_from - slack), expected - read_from + slack + 1)
-    frames = _take(data, found, last_frame - first_frame) if found is not None else None
-    if frames is not None and any(h.bitrate_index != header.bitrate_index for _, h in frames):
-        frames = None  # not constant after all: arithmetic could land on the wrong frame
-    if frames is None:
-        if layout.tag.bytes and source.audio.source.size < layout.tag.bytes:  # cut short: the tag says how long
-            _refuse_past_end(source, round((source.audio.source.size - layout.audio_start) / exact) * header.samples,
-                             begin + count + layout.start_skip)
-        log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
-        return None
-    return Located(first_frame, frames, first_sample, count, "mp3-cbr")
-
-
-def _refuse_past_end(source: Mp3Source, available: int, needed: int) -> None:
-    """In a file cut short (its tag announces more than it holds), nothing past where it ends can be served."""
-    layout = source.layout
-    if needed > available:
-        announced = (layout.tag.frames or 0) * layout.first.samples - layout.gapless_trim
-        holds = max(available - layout.start_skip, 0)
-        raise Undecodable(
-            f"The episode's source audio is truncated: it holds {duration_ms(holds, layout.first.sample_rate)} ms "
-            f"of the {duration_ms(announced, layout.first.sample_rate)} ms its header announces"
-        )
-
-
-def _take(data: bytes, pos: int, count: int) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
+def _take(data: bytes, pos: int, count: int,
+          cut_short: bool = False) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
+    """``count`` whole frames from ``pos``; with ``cut_short`` (the data ends the file), a last frame that the
+    file cuts short is completed with zeros, as a decoder reads it."""
     frames = []
     for offset, header in mp3.walk_frames(data, pos):
         frames.append((data[offset:offset + header.length], header))
+        pos = offset + header.length
         if len(frames) == count:
             return frames
+    last = mp3.parse_header(data, pos)
+    same_format = not frames or (last is not None and last.format == frames[0][1].format)
+    if cut_short and last is not None and len(frames) == count - 1 and same_format:
+        frames.append((data[pos:] + bytes(last.length - (len(data) - pos)), last))
+        return frames
     return None
 
 
-def _locate_indexed(source: Mp3Source, index: SeekIndex, start_ms: int, want_ms: int) -> Located:
-    tag = source.layout.tag
-    if tag is not None and tag.frames and tag.frames > index.frames:  # cut short: fewer frames than announced
-        first_needed = round((start_ms + 1) * index.sample_rate / 1000) + index.start_skip  # the clip's first ms
-        _refuse_past_end(source, index.frames * index.samples_per_frame, first_needed)
-    begin, count = plan_samples(start_ms, want_ms, index.duration_samples, index.sample_rate)
-    first_sample = begin + index.start_skip
-    first_frame, last_frame = _frame_span(source.layout.first, first_sample, count, index.frames)
-    checkpoint = first_frame // index.every
-    end_checkpoint = -(-last_frame // index.every)
-    start = index.offsets[checkpoint]
-    end = index.offsets[end_checkpoint] if end_checkpoint < len(index.offsets) else index.audio_end
-    frames = _take(source.audio.read(start, end), 0, last_frame - checkpoint * index.every)
-    if frames is None:
-        raise Undecodable("The episode's source audio has damaged frames at this position")
-    return Located(first_frame, frames[first_frame - checkpoint * index.every:], first_sample, count, "mp3-index")
+# ---------------------------------------------------------------- through the seek index
+
+def _model(segment: Segment) -> mp3.FrameHeader:
+    """A header of the segment's format at its smallest bitrate, with a CRC: the worst case for the reservoir."""
+    return mp3.FrameHeader(segment.version, 1, segment.sample_rate, 0, segment.channels, True, b"")
 
 
-def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
-    """One streaming pass over the source, keeping the offset of every INDEX_EVERY-th frame."""
-    layout = source.layout
-    first = layout.first
-    lengths: Dict[bytes, int] = {}  # frame length by the 4 header bytes; 0 for what is not a frame of this stream
-    offsets: List[int] = []
-    frames = 0
-    buffer = b""
-    base = layout.audio_start  # file offset of buffer[0]
-    pos = 0
-    for chunk in source.audio.stream(layout.audio_start):
-        if time.monotonic() > deadline:
-            raise ClipTimeout("Indexing the episode took too long; try again shortly",
-                              detail=f"seek index incomplete at byte {base + pos} of {source.audio.source.size}")
-        buffer = buffer[pos:] + chunk
-        base += pos
-        pos = 0
-        limit = len(buffer)
-        while pos + 4 <= limit:
-            raw = buffer[pos:pos + 4]
-            length = lengths.get(raw)
-            if length is None:
-                header = mp3.parse_header(raw)
-                length = lengths[raw] = header.length if header and header.same_stream(first) else 0
-            if not length:
-                found = mp3.find_frame(buffer, pos + 1)
-                if found is None:
-                    pos = max(pos, limit - 8192)  # keep a tail: a frame chain may straddle chunks
-                    break
-                pos = found
-                continue
-            if pos + length > limit:
-                break
-            if frames % INDEX_EVERY == 0:
-                offsets.append(base + pos)
-            frames += 1
-            pos += length
-    if not frames:
-        raise Undecodable("The episode's source audio holds no MP3 frames")
-    spf = first.samples
-    return SeekIndex(
-        source_etag=source.audio.source.etag,
-        audio_start=layout.audio_start,
-        audio_end=base + pos,
-        frames=frames,
-        samples_per_frame=spf,
-        sample_rate=first.sample_rate,
-        start_skip=layout.start_skip,
-        duration_samples=frames * spf - layout.gapless_trim,
-        every=INDEX_EVERY,
-        offsets=tuple(offsets),
-    )
+def _run_sample(run: Sequence[Segment], tick: int) -> int:
+    """The run's decoder sample (counted from its first frame) that the player plays at ``tick``."""
+    before = 0
+    for segment in run:
+        if tick < segment.tick + segment.ticks or segment is run[-1]:
+            return before + round(segment.sample_at(tick))
+        before += segment.frames * segment.samples_per_frame
+    raise AssertionError("unreachable")
+
+
+def _cut_run(source: Mp3Source, run: Sequence[Segment], every: int, first_sample: int, count: int) -> mp3.Cut:
+    """A frame copy of ``count`` decoder samples from ``first_sample`` of one run of uniform segments. A mid-file
+    tag between its segments is left out, and so is the frame FFmpeg loses after it."""
+    total = sum(s.frames for s in run)
+    first_frame, last_frame = _frame_span(_model(run[0]), first_sample, count, total)
+    frames: List[Tuple[bytes, mp3.FrameHeader]] = []
+    at = 0  # run frame number of the segment's first frame
+    for segment in run:
+        lo, hi = max(first_frame - at, 0), min(last_frame - at, segment.frames)
+        if lo < hi:
+            checkpoint = lo // every
+            stop = -(-hi // every)
+            start = segment.checkpoints[checkpoint]
+            end = segment.checkpoints[stop] if stop < len(segment.checkpoints) else segment.end
+            taken = _take(source.read(start, end), 0, hi - checkpoint * every,
+                          cut_short=end >= source.audio.source.size)
+            if taken is None:
+                raise Undecodable("The episode's source audio has damaged frames at this position",
+                                  detail=f"frames {start}..{end} changed since the seek index was built")
+            frames.extend(taken[lo - checkpoint * every:])
+        at += segment.frames
+    return mp3.cut(frames, first_frame, first_sample, count)
+
+
+def _reencode(pieces: Sequence[mp3.Cut], index: SeekIndex, count_ticks: int, deadline: float,
+              ffmpeg: Optional[Callable[[], Optional[str]]]) -> bytes:
+    """One uniform MP3 from pieces of different formats, in the format and bitrate of the episode's main part."""
+    from chalicelib.ffmpeg import join_to_mp3
+
+    binary = ffmpeg() if ffmpeg is not None else None
+    if binary is None:
+        raise ServiceError("This service cannot cut across a change of sample rate: FFmpeg is missing",
+                           detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)")
+    main = index.main_format()
+    samples = round(count_ticks / main.ticks_per_sample)
+    return join_to_mp3(binary, [p.data for p in pieces], main.sample_rate, main.channels, main.bitrate,
+                       samples, deadline)
 
 
 def tagged_duration_ms(data: bytes) -> int:
     """What a gapless decoder plays of an MP3 that carries a Xing/Info tag with a frame count; 0 if none."""
-    skip = mp3.id3v2_size(data)
     try:
-        layout = mp3.parse_layout(data[skip:skip + HEAD_BYTES], skip)
+        layout = mp3.read_layout(lambda start, end: data[start:end])
     except mp3.NotMp3:
         return 0
     if layout.tag is None or not layout.tag.frames:
         return 0
-    samples = layout.tag.frames * layout.first.samples - layout.gapless_trim
+    samples = layout.tag.frames * layout.first.samples - layout.start_skip - layout.end_trim
     return duration_ms(max(samples, 0), layout.first.sample_rate)

@@ -156,7 +156,7 @@ class ClipService:
         if source is not None:
             index = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
             try:
-                return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline)
+                return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
             except ValueError as error:
                 raise Undecodable("The episode's source audio is damaged at this position", detail=str(error))
         ffmpeg = self._ffmpeg()

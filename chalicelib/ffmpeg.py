@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Sequence
 
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
@@ -109,3 +109,40 @@ def _ca_bundle() -> Optional[str]:
         return certifi.where()
     except ImportError:
         return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
+
+
+def join_to_mp3(ffmpeg: str, pieces: Sequence[bytes], sample_rate: int, channels: int, bitrate: int, samples: int,
+                deadline: float) -> bytes:
+    """One MP3 of exactly ``samples`` samples at ``sample_rate`` and ``channels``: the ``pieces`` (gapless MP3
+    files of other formats, e.g. a show and an ad stitched into it) decoded, resampled, joined and encoded once.
+    Written to a file so that FFmpeg adds the Info header with the encoder delay and padding."""
+    with tempfile.TemporaryDirectory(prefix="join-") as work:
+        inputs, chains = [], []
+        layout = "mono" if channels == 1 else "stereo"
+        for number, data in enumerate(pieces):
+            path = os.path.join(work, f"piece{number}.mp3")
+            with open(path, "wb") as handle:
+                handle.write(data)
+            inputs += ["-i", path]
+            chains.append(f"[{number}:a]aresample={sample_rate},"
+                          f"aformat=sample_fmts=fltp:sample_rates={sample_rate}:channel_layouts={layout}[p{number}]")
+        joined = "".join(f"[p{number}]" for number in range(len(pieces)))
+        graph = ";".join(chains) + f";{joined}concat=n={len(pieces)}:v=0:a=1," \
+                                   f"apad=whole_len={samples},atrim=end_sample={samples}[clip]"
+        out = os.path.join(work, "clip.mp3")
+        kbps = max(8, min(320, round(bitrate / 1000)))
+        command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", *inputs,
+                   "-filter_complex", graph, "-map", "[clip]", "-c:a", "libmp3lame", "-b:a", f"{kbps}k",
+                   "-ar", str(sample_rate), "-f", "mp3", "-y", out]
+        started = time.monotonic()
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started))
+        except subprocess.TimeoutExpired:
+            raise ClipTimeout("Cutting the clip took too long; try again shortly",
+                              detail=f"ffmpeg (join) killed after {time.monotonic() - started:.1f}s") from None
+        if result.returncode != 0 or not os.path.exists(out):
+            stderr = result.stderr.decode("utf-8", "replace")
+            log.warning("ffmpeg join failed (exit %s): %s", result.returncode, stderr[-2000:])
+            raise Undecodable("The episode's source audio cannot be decoded at this position", detail=stderr[-500:])
+        with open(out, "rb") as handle:
+            return handle.read()

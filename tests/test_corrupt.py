@@ -36,14 +36,19 @@ def generated(tmp_path, name: str, *options: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["cbr", "vbr"])
-def test_a_truncated_mp3_serves_what_it_holds_and_says_where_it_ends(source, audio, moto_server, kind, caplog):
-    data = audio[kind].data
-    source(data[: len(data) // 2])  # the header still announces 40 s
+def test_a_truncated_mp3_lasts_what_it_holds_clamps_there_and_refuses_a_start_past_it(source, audio, moto_server,
+                                                                                      tmp_path, kind):
+    data = audio[kind].data[: len(audio[kind].data) // 2]  # the header still announces 40 s
+    source(data)
+    (tmp_path / "truncated.mp3").write_bytes(data)
+    held_ms = decode(str(tmp_path / "truncated.mp3")).duration_ms  # what a player plays of it
     ok, body = get(5000)
     assert ok.status_code == 200 and body["duration_ms"] == 5000
+    clamped, body = get(18000, 5000)
+    assert clamped.status_code == 200 and abs(body["duration_ms"] - (held_ms - 18000)) <= 1.5
     response, body = get(30000)
-    assert response.status_code == 422
-    assert "truncated" in body["Message"] and "40000 ms its header announces" in body["Message"]
+    assert response.status_code == 400
+    assert f"whose duration is {round(held_ms)} ms" in body["Message"]
     assert [k for k in clip_objects(moto_server) if "30000" in k] == []
 
 
