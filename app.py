@@ -39,7 +39,8 @@ def get_health():
 @app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
-    cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id)
+    cleanup.handle_s3_event(event.to_dict(), wiring.current().cleanup, request_id,
+                            wiring.current().indexer.for_invocation(event.context))
 
 
 @app.schedule(Rate(settings.health_check_rate_minutes, unit=Rate.MINUTES))

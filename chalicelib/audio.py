@@ -143,10 +143,9 @@ def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: Episode
         object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
         index = _recent_indexes.get(object_id)
         if index is None:
-            index = SeekIndex.from_json(index_store.load())
-            if index is None or index.source_etag != source.audio.source.etag:
-                index, built = build_index(source, deadline), True
-                index_store.save(index.to_json())
+            from chalicelib.indexing import obtain_index  # stored, else built by one process at a time
+
+            index, built = obtain_index(source, index_store, deadline)
             _recent_indexes.put(object_id, index)
         located = _locate_indexed(source, index, start_ms, want_ms)
     clip = mp3.cut(located.frames, located.first_index, located.first_sample, located.count)

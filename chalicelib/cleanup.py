@@ -5,11 +5,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import TYPE_CHECKING, Callable, List, Optional
 from urllib.parse import unquote_plus
 
 from chalicelib import logs
 from chalicelib.storage import episode_prefix, is_episode_id
+
+if TYPE_CHECKING:
+    from chalicelib.indexing import Prepared
 
 log = logging.getLogger("audio_clips.cleanup")
 
@@ -58,24 +61,42 @@ class Purged:
     episode_id: Optional[str]
     deleted: int
     ms: float
+    index: Optional[str] = None  # what prepare_episode did for created audio ("built", "not-mp3", "failed", ...)
 
 
-def handle_s3_event(event: dict, cleanup: ClipCleanup, request_id: str = "-") -> List[Purged]:
+# After an episode's audio was created and its clips purged: (source bucket, key, episode id) → what was prepared.
+Prepare = Callable[[str, str, str], "Prepared"]
+
+
+def handle_s3_event(event: dict, cleanup: ClipCleanup, request_id: str = "-",
+                    prepare: Optional[Prepare] = None) -> List[Purged]:
     """Every record of an S3 notification (delivered at least once, in any order: each purge is idempotent)."""
     token = logs.request_id.set(request_id)
     try:
-        return [_handle_record(record, cleanup) for record in event.get("Records", [])]
+        return [_handle_record(record, cleanup, prepare) for record in event.get("Records", [])]
     finally:
         logs.request_id.reset(token)
 
 
-def _handle_record(record: dict, cleanup: ClipCleanup) -> Purged:
+def _handle_record(record: dict, cleanup: ClipCleanup, prepare: Optional[Prepare] = None) -> Purged:
     started = time.perf_counter()
     key = unquote_plus(record.get("s3", {}).get("object", {}).get("key", ""))
     name = record.get("eventName", "")
     episode_id = episode_of_key(key)
     deleted = cleanup.purge_episode(episode_id) if episode_id else 0
-    result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1))
+    prepared = None
+    if prepare is not None and episode_id and name.startswith("ObjectCreated"):
+        prepared = prepare(record.get("s3", {}).get("bucket", {}).get("name", ""), key, episode_id)
+    result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1),
+                    prepared.outcome if prepared else None)
     logs.emit(log, logging.INFO, event="cleanup", s3_event=name, key=key, episode_id=episode_id,
-              clips_deleted=deleted, ms=result.ms, ignored=None if episode_id else "key outside the audio layout")
+              clips_deleted=deleted, ms=result.ms, ignored=None if episode_id else "key outside the audio layout",
+              **_prepared_fields(prepared))
     return result
+
+
+def _prepared_fields(prepared: Optional["Prepared"]) -> dict:
+    if prepared is None:
+        return {}
+    return {"index": prepared.outcome, "index_ms": prepared.ms, "index_source_bytes_read": prepared.source_bytes_read,
+            "index_error": prepared.error}
