@@ -7,9 +7,10 @@ the clip's bytes.
 ``obtain_index`` serves a miss: the stored index when it is of this version (ETag) of the source; otherwise one
 builder across all processes, chosen by a lease object beside the index (``audio_clips/{guid}/seek-index.lease``,
 purged with the clips). The lease is created with ``If-None-Match: *``; it names the source's ETag and when it
-expires, which is its holder's own deadline plus a grace for clock skew. Others poll the stored index until
-their own deadline and then answer 503 with ``Retry-After``. A lease that expired (its holder crashed) or names
-another version of the source is taken over with ``If-Match`` on its ETag, so of several takers only one wins.
+expires: its holder's own deadline (at most a minute away) plus a grace for clock skew. Others poll the stored
+index until their own deadline and then answer 503 with ``Retry-After``. A lease that expired (its holder
+crashed) or names another version of the source is taken over with ``If-Match`` on its ETag, so of several
+takers only one wins.
 The holder releases it, once the index is stored or the build failed, by writing it expired (``If-Match`` on
 its own ETag, so a successor's lease is never touched).
 """
@@ -31,6 +32,7 @@ log = logging.getLogger("audio_clips.indexing")
 
 LEASE_NAME = "seek-index.lease"
 LEASE_GRACE_S = 5.0  # added to the holder's deadline: clocks of two Lambdas may disagree by this much
+LEASE_MAX_S = 60.0  # a 3-hour episode indexes in ~2 s (bench/upload_index.py): past this, a holder is presumed dead
 POLL_FIRST_S = 0.2
 POLL_MAX_S = 1.0
 WAIT_MARGIN_S = 1.0  # a waiter stops this long before its deadline: time left to read the index and cut
@@ -52,7 +54,7 @@ def obtain_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: floa
         index = _stored(index_store, etag)
         if index is not None:
             return index, False
-        holder = lease.acquire(expires_at=time.time() + max(deadline - time.monotonic(), 0.0) + LEASE_GRACE_S)
+        holder = lease.acquire(expires_at=time.time() + _lease_seconds(deadline))
         if holder is None:  # ours (or unleased: the lease could not be written, and building beats failing)
             try:
                 index = _stored(index_store, etag)  # stored and released between our two looks
@@ -70,6 +72,11 @@ def obtain_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: floa
                                      f"{holder.expires_at:.0f}")
         _pause(pause)
         pause = min(pause * 1.5, POLL_MAX_S)
+
+
+def _lease_seconds(deadline: float) -> float:
+    """How long a lease taken now lasts: its holder's deadline (capped), plus the grace for clock skew."""
+    return min(max(deadline - time.monotonic(), 0.0), LEASE_MAX_S) + LEASE_GRACE_S
 
 
 def _pause(seconds: float) -> None:

@@ -1,0 +1,81 @@
+"""What cleanup_clips spends to index an episode when its audio arrives: time, peak RSS, bytes streamed.
+
+    .venv/bin/python -m bench.upload_index [3h-vbr 3h-cbr ...]
+
+Each episode (bench/cache/, generated once by bench.run) is served by bench/s3proxy.py on 127.0.0.1 with S3's
+range semantics (moto's own ranged GET reads the whole object first); the clips bucket lives in moto's server
+behind it. ``prepare_episode`` (the function cleanup_clips calls) runs in a fresh worker process, so its peak RSS
+is the function's: the interpreter, boto3, the app's modules and the build.
+"""
+from __future__ import annotations
+
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+from bench.run import CLIPS_BUCKET, SOURCE_BUCKET, _free_port, episode_path, guid, source_key  # noqa: E402
+
+
+def worker(name: str) -> dict:
+    import app  # noqa: F401  (the Lambda's init, as cleanup_clips pays it)
+    from chalicelib import wiring
+    from chalicelib.indexing import prepare_episode
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    current = wiring.current()
+    started, cpu_started = time.perf_counter(), time.process_time()
+    prepared = prepare_episode(current.s3, current.clip_store, SOURCE_BUCKET, source_key(name), guid(name),
+                               time.monotonic() + 600)
+    elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    index = current.clip_store.artefact(guid(name), "seek-index.json").load() or {}
+    return {"episode": name, "outcome": prepared.outcome, "error": prepared.error,
+            "ms": round(elapsed * 1000), "cpu_ms": round(cpu * 1000),
+            "source_bytes_read": prepared.source_bytes_read, "index_json_bytes": len(json.dumps(index)),
+            "rss_before_build_mb": round(before / 1024, 1),
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+
+
+def main(names: list) -> None:
+    from moto.server import ThreadedMotoServer
+
+    from bench.s3proxy import S3Proxy
+
+    paths = {n: episode_path(n) for n in names}
+    moto_port = _free_port()
+    moto = ThreadedMotoServer(ip_address="127.0.0.1", port=moto_port, verbose=False)
+    moto.start()
+    proxy = S3Proxy(moto_port, {(SOURCE_BUCKET, source_key(n)): p for n, p in paths.items()}).start()
+    try:
+        endpoint = f"http://127.0.0.1:{proxy.port}"
+        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
+                   AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", SOURCE_BUCKET=SOURCE_BUCKET,
+                   CLIPS_BUCKET=CLIPS_BUCKET, PYTHONPATH=ROOT)
+        env.pop("MONGODB_URI", None)
+        import boto3
+
+        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
+                     aws_secret_access_key="bench").create_bucket(Bucket=CLIPS_BUCKET)
+        for name in names:
+            result = subprocess.run([sys.executable, "-m", "bench.upload_index", "--worker", name], env=env,
+                                    cwd=ROOT, capture_output=True, text=True)
+            if result.returncode != 0:
+                raise RuntimeError(result.stderr[-3000:])
+            report = json.loads(result.stdout.strip().splitlines()[-1])
+            report["episode_bytes"] = os.path.getsize(paths[name])
+            print(json.dumps(report), flush=True)
+    finally:
+        proxy.stop()
+        moto.stop()
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        print(json.dumps(worker(sys.argv[2])))
+    else:
+        main(sys.argv[1:] or ["3h-vbr"])
