@@ -1,6 +1,6 @@
 """What cleanup_clips spends to index an episode when its audio arrives: time, peak RSS, bytes streamed.
 
-    .venv/bin/python -m bench.upload_index [3h-vbr 3h-cbr ...]
+    .venv/bin/python -m bench.upload_index [3h-vbr 3h-cbr 3h-joined ...]
 
 Each episode (bench/cache/, generated once by bench.run) is served by bench/s3proxy.py on 127.0.0.1 with S3's
 range semantics (moto's own ranged GET reads the whole object first); the clips bucket lives in moto's server
@@ -19,7 +19,26 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-from bench.run import CLIPS_BUCKET, SOURCE_BUCKET, _free_port, episode_path, guid, source_key  # noqa: E402
+from bench.run import CACHE, CLIPS_BUCKET, SIGNAL, SOURCE_BUCKET, _free_port, ffmpeg, guid, source_key  # noqa: E402
+from bench.run import episode_path as uniform_path  # noqa: E402
+
+
+def episode_path(name: str) -> str:
+    """bench.run's episodes, and "3h-joined": a 15 s mono pre-roll (own Info tag) before the 3-hour CBR show,
+    the shape that makes today's engine resync on every frame."""
+    if name != "3h-joined":
+        return uniform_path(name)
+    path = os.path.join(CACHE, "episode-3h-joined.mp3")
+    if not os.path.exists(path):
+        preroll = os.path.join(CACHE, "preroll-mono.mp3")
+        subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", SIGNAL.format(seconds=15), "-ac", "1",
+                        "-c:a", "libmp3lame", "-b:a", "64k", preroll], check=True)
+        with open(path + ".part", "wb") as out:
+            for part in (preroll, uniform_path("3h-cbr")):
+                with open(part, "rb") as handle:
+                    out.write(handle.read())
+        os.replace(path + ".part", path)
+    return path
 
 
 def worker(name: str) -> dict:
