@@ -22,6 +22,8 @@ sys.path.insert(0, ROOT)
 from bench.run import CACHE, CLIPS_BUCKET, SIGNAL, SOURCE_BUCKET, _free_port, ffmpeg, guid, source_key  # noqa: E402
 from bench.run import episode_path as uniform_path  # noqa: E402
 
+EPISODE_SECONDS = 10_800
+
 
 def episode_path(name: str) -> str:
     """bench.run's episodes, and "3h-joined": a 15 s mono pre-roll (own Info tag) before the 3-hour CBR show,
@@ -53,11 +55,25 @@ def worker(name: str) -> dict:
                                time.monotonic() + 600)
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     index = current.clip_store.artefact(guid(name), "seek-index.json").load() or {}
+    misses = [first_miss(name, offset) for offset in (0.25, 0.5, 0.95)]
     return {"episode": name, "outcome": prepared.outcome, "error": prepared.error,
             "ms": round(elapsed * 1000), "cpu_ms": round(cpu * 1000),
             "source_bytes_read": prepared.source_bytes_read, "index_json_bytes": len(json.dumps(index)),
             "rss_before_build_mb": round(before / 1024, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "first_misses": misses}
+
+
+def first_miss(name: str, offset: float) -> dict:
+    """A 30 s clip cut after the upload's index: what it read of the source beyond the clip's own bytes."""
+    from chalicelib import wiring
+    from chalicelib.clips import ClipRequest
+
+    start_ms = int(EPISODE_SECONDS * 1000 * offset)
+    result = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms, 30_000), time.monotonic() + 25)
+    return {"offset": offset, "method": result.method, "index_built": result.index_built,
+            "source_bytes_read": result.source_bytes_read, "clip_bytes": result.clip_bytes,
+            "over_clip": (result.source_bytes_read or 0) - (result.clip_bytes or 0)}
 
 
 def main(names: list) -> None:
@@ -76,6 +92,11 @@ def main(names: list) -> None:
                    AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", SOURCE_BUCKET=SOURCE_BUCKET,
                    CLIPS_BUCKET=CLIPS_BUCKET, PYTHONPATH=ROOT)
         env.pop("MONGODB_URI", None)
+        catalog = os.path.join(CACHE, "upload-index-catalog.json")
+        with open(catalog, "w") as handle:
+            json.dump([{"guid": guid(n), "s3_audio_path": f"s3://{SOURCE_BUCKET}/{source_key(n)}"} for n in names],
+                      handle)
+        env["LOCAL_CATALOG_FILE"] = catalog
         import boto3
 
         boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
