@@ -330,6 +330,8 @@ def test_two_processes_missing_at_once_scan_the_episode_once(moto_server, audio,
         reports.append(json.loads(out.strip().splitlines()[-1]))
     assert sorted(r["built"] for r in reports) == [False, True]
     assert sorted(r["scans"] for r in reports) == [0, 1]
+    builder, waiter = sorted(reports, key=lambda r: not r["built"])
+    assert builder["bytes_read"] >= len(audio["vbr"].data) and waiter["bytes_read"] <= 16 * 1024, reports
     assert all(r["frames"] == reports[0]["frames"] > 1000 for r in reports)
 
 
