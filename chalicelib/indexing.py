@@ -180,7 +180,10 @@ def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id
         source = Mp3Source.sniff(audio)
         if source is None:
             return result("not-mp3")
-        _, built = obtain_index(source, clips.artefact(episode_id, SEEK_INDEX_NAME), deadline)
+        index_store = clips.artefact(episode_id, SEEK_INDEX_NAME)
+        _, built = obtain_index(source, index_store, deadline)
+        if built and _stored(index_store, audio.source.etag) is None:  # saving logs and swallows its faults
+            raise StorageUnavailable("The seek index was built but could not be stored")
         return result("built" if built else "current")
     except NotFound:
         return result("source-gone")  # removed since: its own event purges again

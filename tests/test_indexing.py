@@ -165,6 +165,16 @@ def test_a_failed_build_is_logged_and_the_purge_stands(s3, episode, caplog, monk
     assert cleanup_lines(caplog)[-1]["index"] == "failed"
 
 
+def test_an_index_that_cannot_be_stored_is_logged_as_a_failure(s3, episode, caplog, monkeypatch):
+    from chalicelib.storage import EpisodeArtefact
+
+    monkeypatch.setattr(EpisodeArtefact, "save", lambda self, document: None)  # S3 refused: save logs, returns
+    _, key = episode("vbr")
+    invoke(record(key, "ObjectCreated:Put"))
+    assert not has(s3, INDEX_KEY)
+    assert cleanup_lines(caplog)[-1]["index"] == "failed"
+
+
 def test_an_audio_deleted_before_its_created_event_is_handled_builds_nothing(s3, caplog):
     seed(s3, EPISODE, 2)
     invoke(record(f"p/{EPISODE}/audio/gone.mp3", "ObjectCreated:Put"))
