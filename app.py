@@ -69,7 +69,8 @@ source_events = (app.on_cw_event(cleanup.event_pattern(settings.source_bucket), 
 @source_events
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
-    cleanup.handle_source_event(event.to_dict(), wiring.current().cleanup, request_id)
+    cleanup.handle_source_event(event.to_dict(), wiring.current().cleanup, request_id,
+                                wiring.current().indexer.for_invocation(event.context))
 
 
 cleanup_clips.event_class = cleanup.AnySourceEvent  # either shape reaches the handler, whichever trigger is deployed

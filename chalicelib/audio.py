@@ -148,10 +148,9 @@ def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadlin
     index = _recent_indexes.get(object_id)
     built = False
     if index is None:
-        index = SeekIndex.from_json(index_store.load())
-        if index is None or index.source_etag != source.audio.source.etag:
-            index, built = build_index(source, deadline), True
-            index_store.save(index.to_json())
+        from chalicelib.indexing import obtain_index  # stored, else built by one process at a time (a lease)
+
+        index, built = obtain_index(source, index_store, deadline)
         _recent_indexes.put(object_id, index)
     return index, built
 

@@ -10,11 +10,14 @@ import logging
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import Any, Literal, Optional
+from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 from urllib.parse import unquote_plus
 
 from chalicelib import logs
 from chalicelib.storage import episode_prefix, is_episode_id
+
+if TYPE_CHECKING:
+    from chalicelib.indexing import Prepared
 
 log = logging.getLogger("audio_clips.cleanup")
 
@@ -121,14 +124,20 @@ class Purged:
     episode_id: Optional[str]
     deleted: int
     ms: float
+    index: Optional[str] = None  # what prepare_episode did for created audio ("built", "not-mp3", "failed", ...)
 
 
-def handle_source_event(event: Mapping[str, Any], cleanup: ClipCleanup, request_id: str = "-") -> list[Purged]:
+# After an episode's audio was created and its clips purged: (source bucket, key, episode id) → what was prepared.
+Prepare = Callable[[str, str, str], "Prepared"]
+
+
+def handle_source_event(event: Mapping[str, Any], cleanup: ClipCleanup, request_id: str = "-",
+                        prepare: Optional[Prepare] = None) -> list[Purged]:
     """Every record of a source event, in either shape (delivered at least once, in any order: each purge is
-    idempotent)."""
+    idempotent); after purging an episode whose audio was created, ``prepare`` readies what its next clip needs."""
     token = logs.request_id.set(request_id)
     try:
-        return [_handle_record(record, cleanup) for record in source_records(event)]
+        return [_handle_record(record, cleanup, prepare) for record in source_records(event)]
     finally:
         logs.request_id.reset(token)
 
@@ -136,12 +145,24 @@ def handle_source_event(event: Mapping[str, Any], cleanup: ClipCleanup, request_
 handle_s3_event = handle_source_event  # the earlier name, kept for callers written before EventBridge
 
 
-def _handle_record(record: SourceRecord, cleanup: ClipCleanup) -> Purged:
+def _handle_record(record: SourceRecord, cleanup: ClipCleanup, prepare: Optional[Prepare] = None) -> Purged:
     started = time.perf_counter()
     key, name = record.key, record.name
     episode_id = episode_of_key(key)
     deleted = cleanup.purge_episode(episode_id) if episode_id else 0
-    result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1))
+    prepared = None
+    if prepare is not None and episode_id and record.created:
+        prepared = prepare(record.bucket, key, episode_id)
+    result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1),
+                    prepared.outcome if prepared else None)
     logs.emit(log, logging.INFO, event="cleanup", s3_event=name, key=key, episode_id=episode_id,
-              clips_deleted=deleted, ms=result.ms, ignored=None if episode_id else "key outside the audio layout")
+              clips_deleted=deleted, ms=result.ms, ignored=None if episode_id else "key outside the audio layout",
+              **_prepared_fields(prepared))
     return result
+
+
+def _prepared_fields(prepared: Optional["Prepared"]) -> dict:
+    if prepared is None:
+        return {}
+    return {"index": prepared.outcome, "index_ms": prepared.ms, "index_source_bytes_read": prepared.source_bytes_read,
+            "index_error": prepared.error}

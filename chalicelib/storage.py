@@ -39,6 +39,7 @@ _PRECONDITION = {"412", "PreconditionFailed"}
 _DENIED = {"AccessDenied", "403", "Forbidden", "AllAccessDisabled", "AccountProblem", "InvalidAccessKeyId"}
 _ARCHIVED = {"InvalidObjectState"}
 _WRONG_REGION = {"PermanentRedirect", "301", "AuthorizationHeaderMalformed", "IllegalLocationConstraintException"}
+_CONFLICT = {"409", "ConditionalRequestConflict"}
 
 
 class SourceChanged(Exception):
@@ -351,3 +352,52 @@ class EpisodeArtefact:
                 )
         except (ClientError, BotoCoreError, StorageTimeout) as error:
             log.warning("cannot write %s: %r", self.key, error)
+
+    # Conditional writes, for a lease beside the artefact (chalicelib.indexing): S3 decides who wrote first.
+
+    def beside(self, name: str) -> "EpisodeArtefact":
+        """Another artefact of the same episode (same prefix, so the cleanup purges it too)."""
+        return EpisodeArtefact(self._s3, self.bucket, self.key.rsplit("/", 1)[0] + "/" + name, self.deadline)
+
+    def load_versioned(self) -> Optional[Tuple[Optional[dict], str]]:
+        """(the document, or None if it is not JSON; its ETag), or None when absent. Faults raise."""
+        try:
+            with until(self.deadline):
+                response = self._s3.get_object(Bucket=self.bucket, Key=self.key)
+                body = response["Body"].read()
+        except ClientError as error:
+            if _code(error) in _MISSING:
+                return None
+            raise _unavailable(f"reading {self.key}", error) from None
+        except BotoCoreError as error:
+            raise _unavailable(f"reading {self.key}", error) from None
+        try:
+            document = json.loads(body)
+        except ValueError:
+            document = None
+        return (document if isinstance(document, dict) else None), response["ETag"]
+
+    def create(self, document: dict) -> Optional[str]:
+        """Write the document only if the key is absent (If-None-Match: *): its ETag, or None if another
+        writer was first. Faults raise."""
+        return self._put_if(document, IfNoneMatch="*")
+
+    def replace(self, document: dict, etag: str) -> Optional[str]:
+        """Write over the version with this ETag only (If-Match): the new ETag, or None if it changed or is gone."""
+        return self._put_if(document, IfMatch=etag)
+
+    def _put_if(self, document: dict, **condition: str) -> Optional[str]:
+        try:
+            with until(self.deadline):
+                response = self._s3.put_object(
+                    Bucket=self.bucket, Key=self.key, ContentType="application/json",
+                    Body=json.dumps(document, separators=(",", ":")).encode(), **condition,
+                )
+        except ClientError as error:
+            # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a gone key
+            if _code(error) in _PRECONDITION | _CONFLICT | _MISSING:
+                return None
+            raise _unavailable(f"writing {self.key}", error) from None
+        except BotoCoreError as error:
+            raise _unavailable(f"writing {self.key}", error) from None
+        return str(response["ETag"])

@@ -71,6 +71,12 @@ class Wiring:
         return ClipCleanup(self.s3, self.declared.clips_bucket)
 
     @functools.cached_property
+    def indexer(self):
+        from chalicelib.indexing import UploadIndexer
+
+        return UploadIndexer(self.s3, self.clip_store)
+
+    @functools.cached_property
     def catalog(self):
         from chalicelib.catalog import open_catalog
 

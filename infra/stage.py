@@ -185,23 +185,29 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
     # Powertools Parameters reads one secret at a time (chalicelib/secrets.py)
     own_secrets = allow("OwnSecrets", ["ssm:GetParameter"], [f"arn:aws:ssm:*:*:parameter/{APP_NAME}/{stage}/*"])
     # a source bucket encrypted with a customer managed key: decrypt through S3 only, with the key of this alias
-    source_key_alias = f"alias/{APP_NAME}-{stage}-source-audio"
+    decrypt_source = allow("DecryptSourceAudioWithItsKmsKey", ["kms:Decrypt"], ["arn:aws:kms:*:*:key/*"],
+                           {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"},
+                            "ForAnyValue:StringEquals": {"kms:ResourceAliases": [f"alias/{APP_NAME}-{stage}-source-audio"]}})
     statements = {
         "api_handler": [
             allow("ReadSourceAudio", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
             allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
-            allow("DecryptSourceAudioWithItsKmsKey", ["kms:Decrypt"], ["arn:aws:kms:*:*:key/*"],
-                  {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"},
-                   "ForAnyValue:StringEquals": {"kms:ResourceAliases": [source_key_alias]}}),
+            decrypt_source,
             allow("ReadWriteClips", ["s3:GetObject", "s3:PutObject"], [f"arn:aws:s3:::{clips}/audio_clips/*"]),
             allow("MissingClipIs404AndDeepHealth", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"]),
             own_secrets,
             own_logs("api_handler"),
         ],
         "cleanup_clips": [
-            allow("ListClips", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"],
-                  {"StringLike": {"s3:prefix": ["audio_clips/*"]}}),
+            allow("ListClipsAndMissingIndexIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"]),
             allow("DeleteClips", ["s3:DeleteObject"], [f"arn:aws:s3:::{clips}/audio_clips/*"]),
+            # new audio is indexed on arrival (chalicelib/indexing.py): read it, write its seek index and lease
+            allow("ReadSourceAudioToIndexIt", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
+            allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
+            decrypt_source,
+            allow("ReadWriteSeekIndexAndLease", ["s3:GetObject", "s3:PutObject"],
+                  [f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.json",
+                   f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.lease"]),
             allow("SendFailedEvents", ["sqs:SendMessage"], [f"arn:aws:sqs:*:*:{cleanup_failures_queue(stage)}"]),
             own_logs("cleanup_clips"),
         ],

@@ -55,7 +55,7 @@ def test_three_functions_with_their_memory_timeouts_and_concurrency(terraform):
     api, cleanup, health = (functions[FUNCTIONS[n]] for n in ("api_handler", "cleanup_clips", "health_check"))
     assert (api["memory_size"], api["timeout"], api["reserved_concurrent_executions"]) == (1024, 28, 100)
     assert api["timeout"] < 29, "API Gateway cuts a request off at 29 s"
-    assert (cleanup["memory_size"], cleanup["timeout"]) == (256, 120)
+    assert (cleanup["memory_size"], cleanup["timeout"]) == (1769, 120), "one full vCPU to index a new episode"
     assert (health["memory_size"], health["timeout"]) == (256, 30)
     assert "reserved_concurrent_executions" not in cleanup and "reserved_concurrent_executions" not in health
     assert all(f["runtime"] in ("python3.12", "python3.13") for f in functions.values())
@@ -135,8 +135,15 @@ def test_each_function_has_its_own_least_privilege_policy(terraform):
     assert ("s3:PutObject", "arn:aws:s3:::pod-insights-clips/audio_clips/*") in api
     assert not any(a.startswith("s3:") and "pod-insights-raw" in r and a != "s3:GetObject" and a != "s3:ListBucket"
                    for a, r in api), "api_handler only reads the source bucket"
-    assert {a for a, r in cleanup if a.startswith("s3:")} == {"s3:ListBucket", "s3:DeleteObject"}
-    assert all("pod-insights-clips" in r for a, r in cleanup if a.startswith("s3:"))
+    assert {a for a, r in cleanup if a.startswith("s3:")} == {"s3:ListBucket", "s3:DeleteObject", "s3:GetObject",
+                                                              "s3:PutObject"}
+    assert {(a, r) for a, r in cleanup if "pod-insights-raw" in r} == {
+        ("s3:GetObject", "arn:aws:s3:::pod-insights-raw/*"), ("s3:ListBucket", "arn:aws:s3:::pod-insights-raw")
+    }, "cleanup_clips only reads the source bucket (to index new audio)"
+    assert {r for a, r in cleanup if a == "s3:PutObject"} == {
+        "arn:aws:s3:::pod-insights-clips/audio_clips/*/seek-index.json",
+        "arn:aws:s3:::pod-insights-clips/audio_clips/*/seek-index.lease",
+    }, "cleanup_clips writes the seek index and its lease, never a clip"
     assert {a for a, _ in health if not a.startswith(("logs:", "ssm:"))} == {"sns:Publish", "s3:GetObject",
                                                                               "s3:PutObject", "s3:ListBucket"}
     assert all(r.endswith("_health/*") or r == "arn:aws:s3:::pod-insights-clips"

@@ -18,16 +18,37 @@ from tests.joined_audio import LAME, encode, lame_encode
 
 
 class MemoryArtefact:
-    """An episode artefact (the stored seek index) kept in memory."""
+    """An episode artefact (the stored seek index, or the lease beside it) kept in memory."""
 
-    def __init__(self):
+    def __init__(self, key: str = "audio_clips/episode/seek-index.json"):
+        self.key = key
         self.doc: Optional[dict] = None
+        self.version = 0
+        self.neighbours: dict = {}
 
     def load(self) -> Optional[dict]:
         return self.doc
 
     def save(self, doc: dict) -> None:
-        self.doc = doc
+        self.doc, self.version = doc, self.version + 1
+
+    def beside(self, name: str) -> "MemoryArtefact":
+        return self.neighbours.setdefault(name, MemoryArtefact(self.key.rsplit("/", 1)[0] + "/" + name))
+
+    def load_versioned(self):
+        return None if self.doc is None else (self.doc, str(self.version))
+
+    def create(self, doc: dict) -> Optional[str]:
+        if self.doc is not None:
+            return None
+        self.save(doc)
+        return str(self.version)
+
+    def replace(self, doc: dict, etag: str) -> Optional[str]:
+        if self.doc is None or str(self.version) != etag:
+            return None
+        self.save(doc)
+        return str(self.version)
 
 
 def open_source(s3, data: bytes) -> Mp3Source:
