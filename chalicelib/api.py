@@ -16,7 +16,7 @@ from urllib.parse import unquote
 
 from chalice import Response
 
-from chalicelib import logs
+from chalicelib import logs, metrics
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
@@ -169,6 +169,7 @@ def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins
         state.fields["status"] = response.status_code
         state.fields["total_ms"] = round((time.perf_counter() - state.started) * 1000, 1)
         logs.emit(log, logging.ERROR if response.status_code >= 500 else logging.INFO, **state.fields)
+        metrics.record_request(state.fields, request_id)
         return response
     finally:
         _current.reset(state_token)

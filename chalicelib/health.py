@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
@@ -23,7 +22,6 @@ from chalicelib.settings import AtlasSettings
 log = logging.getLogger("audio_clips.health")
 
 STATE_KEY = "_health/state.json"
-METRIC_NAMESPACE = "AudioClips"
 ATLAS_ACCEPT = "application/vnd.atlas.2024-08-05+json"
 
 
@@ -304,22 +302,11 @@ def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume:
     return outcome
 
 
-def metric_service() -> str:
-    """The metrics' Service dimension: the app and stage (``audio-clips-prod``), from the function's own name."""
-    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "audio-clips")
-    return function[: -len("-health_check")] if function.endswith("-health_check") else function
-
-
 def emit_metrics(outcome: Outcome) -> None:
-    """CloudWatch embedded metric format: a log line that CloudWatch turns into metrics, no API call."""
-    metrics = [{"Name": "MongoPingOk", "Unit": "Count"}, {"Name": "MongoPingLatencyMs", "Unit": "Milliseconds"}]
-    values = {"MongoPingOk": 1 if outcome.healthy else 0, "MongoPingLatencyMs": outcome.latency_ms}
-    if outcome.atlas_paused is not None:
-        metrics.append({"Name": "AtlasClusterPaused", "Unit": "Count"})
-        values["AtlasClusterPaused"] = 1 if outcome.atlas_paused else 0
-    logs.emit(log, logging.INFO, event="health_metrics", Service=metric_service(), diagnosis=outcome.diagnosis, **values,
-              _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
-                  {"Namespace": METRIC_NAMESPACE, "Dimensions": [["Service"]], "Metrics": metrics}]})
+    """The check's metrics as one CloudWatch embedded-metric line (chalicelib/metrics.py)."""
+    from chalicelib import metrics
+
+    metrics.record_health(outcome.healthy, outcome.latency_ms, outcome.atlas_paused, outcome.diagnosis)
 
 
 def scheduled_run(wiring, request_id: str = "-") -> dict:
