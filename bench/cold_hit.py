@@ -50,10 +50,12 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _child(env: Dict[str, str]) -> Dict[str, float]:
+def _child(env: Dict[str, str], app_dir: str) -> Dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=ROOT, capture_output=True, text=True, check=True)
+    env = {**env, "PYTHONPATH": app_dir}
+    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=app_dir, capture_output=True, text=True,
+                         check=True)
     wall = (time.perf_counter() - started) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
@@ -64,6 +66,8 @@ def _child(env: Dict[str, str]) -> Dict[str, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
+    parser.add_argument("--compare", metavar="DIR", help="another checkout (say, an older commit's): its runs are "
+                        "interleaved with this one's and both are reported")
     args = parser.parse_args()
     import boto3
     import imageio_ffmpeg
@@ -89,15 +93,22 @@ def main() -> None:
             json.dump([{"guid": GUID, "s3_audio_path": f"s3://{SOURCE_BUCKET}/{KEY}"}], handle)
         env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
         env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t",
-                   AWS_DEFAULT_REGION="us-east-1", LOCAL_CATALOG_FILE=catalog, PYTHONPATH=ROOT,
+                   AWS_DEFAULT_REGION="us-east-1", LOCAL_CATALOG_FILE=catalog,
                    FFMPEG_PATH=imageio_ffmpeg.get_ffmpeg_exe())
-        warm = _child(env)  # the miss that caches the clip
+        warm = _child(env, ROOT)  # the miss that caches the clip
         assert not warm["cache_hit"]
-        runs: List[Dict[str, float]] = [_child(env) for _ in range(args.runs)]
-        assert all(r["cache_hit"] for r in runs)
-        for key in ("wall_ms", "cpu_ms", "import_ms", "serve_ms"):
-            values = [r[key] for r in runs]
-            print(f"{key:10} median {statistics.median(values):6.1f}  min {min(values):6.1f}  max {max(values):6.1f}")
+        dirs = {"this": ROOT, **({"compare": os.path.abspath(args.compare)} if args.compare else {})}
+        runs: Dict[str, List[Dict[str, float]]] = {name: [] for name in dirs}
+        for _ in range(args.runs):
+            for name, app_dir in dirs.items():  # interleaved: both see the same load on the machine
+                runs[name].append(_child(env, app_dir))
+        for name, results in runs.items():
+            assert all(r["cache_hit"] for r in results)
+            print(f"{name} ({dirs[name]}), {len(results)} fresh processes:")
+            for key in ("wall_ms", "cpu_ms", "import_ms", "serve_ms"):
+                values = [r[key] for r in results]
+                print(f"  {key:10} median {statistics.median(values):7.1f}  min {min(values):7.1f}  "
+                      f"max {max(values):7.1f}")
     finally:
         server.stop()
 
