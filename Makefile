@@ -7,58 +7,80 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: run test test-fast bench bench-quick load audit layer publish-layer infra deploy require-stage venv clean
+.PHONY: help run test test-fast lint lock bench bench-quick load audit layer publish-layer infra deploy require-stage venv run-venv clean
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+help: ## list the targets, one line each
+	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+# Two layers of one venv: what running needs (requirements-run.txt), then what testing needs (requirements-dev.txt).
+# Both files are compiled by `make lock`: every transitive dependency pinned, with hashes that pip checks.
+$(VENV)/.run-installed: requirements-run.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
-	@echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"
-	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet pip==26.2.1  # chalice 1.34 packages with pip and requires pip<26.3
-	$(PY) -m pip install --quiet -r requirements-dev.txt
+	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"; $(PYTHON) -m venv $(VENV); }
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-run.txt
 	@touch $@
 
-venv: $(VENV)/.installed
+$(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+	@touch $@
 
-run: venv
-	$(PY) scripts/run_local.py
+run-venv: $(VENV)/.run-installed
 
-test: venv
+venv: $(VENV)/.installed ## the full development environment in .venv (make test builds it)
+
+run: run-venv ## the service on http://127.0.0.1:8000 with local S3 and catalog (PORT=, AUDIO=file.mp3, MONGODB_URI=)
+	$(PY) scripts/run_local.py $(if $(PORT),--port $(PORT)) $(if $(AUDIO),--audio "$(AUDIO)")
+
+test: venv lint ## lint, type check, then every test
 	$(PY) -m pytest
 
-test-fast: venv
+test-fast: venv ## the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
+lint: venv ## ruff check, ruff format --check, mypy (configured in pyproject.toml)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+# Put top-level dependencies in requirements*.in, then run this: it re-resolves the three lock files in order
+# (each later one constrained by the one before, so a package has one version everywhere).
+LOCK := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
+lock: venv ## re-pin requirements*.txt (with hashes) from requirements*.in
+	$(LOCK) --output-file requirements.txt requirements.in
+	$(LOCK) --output-file requirements-run.txt requirements-run.in
+	$(LOCK) --output-file requirements-dev.txt requirements-dev.in
+
 # Not part of `make test`: generates 3-hour episodes once (bench/cache/, ~1 min each), then a few minutes of runs.
-bench: venv
+bench: venv ## the full benchmark; rewrites bench/results.json and bench/results.png
 	$(PY) -m pip install --quiet -r requirements-bench.txt
 	$(PY) -m bench.run
 
 # Not part of `make test`: N concurrent clients against `make run`'s stack (CLIENTS=8 SECONDS=20).
-load: venv
+load: venv ## N concurrent clients against make run's stack (CLIENTS=8 SECONDS=20)
 	$(PY) bench/load.py --clients $(or $(CLIENTS),8) --seconds $(or $(SECONDS),20)
 
 # Known vulnerabilities in the pinned requirements. Accept a finding by adding its id, with the reason, to
 # .pip-audit-ignore. Needs pip-audit's vulnerability data (PyPI's JSON API or OSV): --strict fails when it can't
 # audit a package rather than report a false "no known vulnerabilities".
-audit: venv
+audit: venv ## known vulnerabilities in the pinned requirements (pip-audit)
 	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt \
 	  $$(grep -v '^\s*#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln " $$1}')
 
-bench-quick: venv
+bench-quick: venv ## a quick benchmark (10-minute episodes) into bench/quick/ (untracked)
 	$(PY) -m bench.run --quick
 
 # ---- deployment (see README "Deploy to AWS"): infra, layer, publish-layer, deploy, in that order.
-layer: venv
+layer: venv ## build the FFmpeg Lambda layer
 	$(PY) layers/ffmpeg/build.py
 
-publish-layer: require-stage layer
+publish-layer: require-stage layer ## publish the layer (STAGE=dev|prod) and record its ARN
 	$(PY) layers/ffmpeg/publish.py $(STAGE) $(if $(BUCKET),--bucket $(BUCKET))
 
-infra: require-stage venv
+infra: require-stage venv ## deploy the stack Chalice does not own (STAGE=dev|prod)
 	$(PY) infra/deploy.py $(STAGE)
 
 # Chalice takes the Lambda runtime from the interpreter it runs in: refuse anything older than 3.12.
-deploy: require-stage venv
+deploy: require-stage venv ## chalice deploy (STAGE=dev|prod)
 	@$(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 12) else \
 	  "make deploy needs Python 3.12 or newer: Chalice deploys the Lambda runtime of the interpreter it runs in, " \
 	  "and this .venv has %d.%d (python3.11 on Lambda is deprecated, and the FFmpeg layer needs Amazon Linux 2023). " \
@@ -68,5 +90,5 @@ deploy: require-stage venv
 require-stage:
 	@case "$(STAGE)" in dev|prod) ;; *) echo "Set STAGE=dev or STAGE=prod" >&2; exit 2;; esac
 
-clean:
+clean: ## remove .venv and local state
 	rm -rf $(VENV) .pytest_cache .local

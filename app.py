@@ -15,7 +15,7 @@ def contract_errors_cors_and_request_log(event, get_response):
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
 def get_audio_clip(episode_id):
-    request = api.parse_clip_request(episode_id, app.current_request.query_params,
+    request = api.parse_clip_request(episode_id, api.query_params(app.current_request),
                                      wiring.current().declared.max_clip_ms)
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
     return api.clip_response(result, request.redirect)
@@ -33,7 +33,7 @@ def openapi():
 
 @app.route("/api/v1/health", methods=["GET"])
 def get_health():
-    return api.health_response(wiring.current(), api.boolean(app.current_request.query_params, "deep"))
+    return api.health_response(wiring.current(), api.boolean(api.query_params(app.current_request), "deep"))
 
 
 @app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"])

@@ -128,7 +128,7 @@ def preflight() -> Response:
 
 
 def error_response(error: ServiceError) -> Response:
-    return Response(body=error_body(error), status_code=error.status, headers=error.headers)
+    return Response(body=error_body(error), status_code=error.status, headers={**error.headers})
 
 
 def _iso(moment: datetime) -> str:
@@ -149,6 +149,11 @@ def note(**fields: Any) -> None:
     current = _current.get(None)
     if current is not None:
         current.fields.update({k: v for k, v in fields.items() if v is not None})
+
+
+def query_params(request: Any) -> Optional[Mapping[str, str]]:
+    """The request's query parameters (Chalice gives None, not {}, when there are none, or no request at all)."""
+    return getattr(request, "query_params", None)
 
 
 def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins=()) -> Response:

@@ -164,8 +164,8 @@ def _frame_span(header: mp3.FrameHeader, first_sample: int, count: int, frames_t
 def _locate_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[Located]:
     """Frames of a CBR file by arithmetic: frame i starts within a byte of ``audio_start + i * exact``.
     None when the file is not the regular CBR its Info tag claims (then the seek index takes over)."""
-    layout, header = source.layout, source.layout.first
-    frames_total = layout.tag.frames or 0
+    layout, header, tag = source.layout, source.layout.first, source.layout.tag
+    frames_total = (tag.frames or 0) if tag else 0
     if not frames_total:
         return None
     total = frames_total * header.samples - layout.gapless_trim
@@ -182,7 +182,7 @@ def _locate_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[Loca
     if frames is not None and any(h.bitrate_index != header.bitrate_index for _, h in frames):
         frames = None  # not constant after all: arithmetic could land on the wrong frame
     if frames is None:
-        if layout.tag.bytes and source.audio.source.size < layout.tag.bytes:  # cut short: the tag says how long
+        if tag and tag.bytes and source.audio.source.size < tag.bytes:  # cut short: the tag says how long
             _refuse_past_end(source, round((source.audio.source.size - layout.audio_start) / exact) * header.samples,
                              begin + count + layout.start_skip)
         log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
@@ -194,7 +194,7 @@ def _refuse_past_end(source: Mp3Source, available: int, needed: int) -> None:
     """In a file cut short (its tag announces more than it holds), nothing past where it ends can be served."""
     layout = source.layout
     if needed > available:
-        announced = (layout.tag.frames or 0) * layout.first.samples - layout.gapless_trim
+        announced = ((layout.tag.frames or 0) if layout.tag else 0) * layout.first.samples - layout.gapless_trim
         holds = max(available - layout.start_skip, 0)
         raise Undecodable(
             f"The episode's source audio is truncated: it holds {duration_ms(holds, layout.first.sample_rate)} ms "

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Optional
 
 from chalicelib.errors import CatalogUnavailable, ConfigurationError, NotFound
 from chalicelib.settings import Settings
@@ -100,7 +100,7 @@ def embedded_client(catalog_file: Optional[str], database: str):
         raise ConfigurationError(
             "MONGODB_URI is not set, and the embedded catalog needs mongomock (a development dependency)"
         ) from None
-    client = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     if catalog_file:
         try:
             with open(catalog_file, encoding="utf-8") as handle:

@@ -121,7 +121,7 @@ class ClipService:
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline)
             except ValueError as error:
-                raise Undecodable("The episode's source audio is damaged at this position", detail=str(error))
+                raise Undecodable("The episode's source audio is damaged at this position", detail=str(error)) from error
         ffmpeg = self._ffmpeg()
         if ffmpeg is None:
             raise ServiceError("This service cannot decode non-MP3 audio: FFmpeg is missing",

@@ -12,7 +12,7 @@ import logging
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -40,7 +40,7 @@ def ping_mongodb(uri: str, budget_ms: int) -> Probe:
     from pymongo import MongoClient
 
     started = time.perf_counter()
-    client = None
+    client: Any = None
     try:
         client = MongoClient(uri, serverSelectionTimeoutMS=budget_ms, connectTimeoutMS=budget_ms,
                              socketTimeoutMS=budget_ms, timeoutMS=budget_ms, appname="audio-clips-health")
@@ -116,7 +116,7 @@ class AtlasApi:
         else:
             from requests.auth import HTTPDigestAuth
 
-            auth = HTTPDigestAuth(self._settings.public_key, self._settings.private_key)
+            auth = HTTPDigestAuth(self._settings.public_key or "", self._settings.private_key or "")
         response = self._session.request(method, url, headers=headers, auth=auth, timeout=self._timeout, **kwargs)
         response.raise_for_status()
         return response
@@ -127,7 +127,7 @@ class AtlasApi:
         response = self._session.post(
             f"{self._settings.base_url}/api/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=(self._settings.client_id, self._settings.client_secret),
+            auth=(self._settings.client_id or "", self._settings.client_secret or ""),
             headers={"Accept": "application/json"},
             timeout=self._timeout,
         )
@@ -195,7 +195,7 @@ def transition_alert(previous: Optional[dict], healthy: bool, diagnosis: str, de
             + ("\nThe Atlas cluster is paused: resume it in Atlas (or set ATLAS_AUTO_RESUME=true).\n"
                if diagnosis == "cluster paused" else ""),
         )
-    if healthy and was is False:
+    if healthy and previous and was is False:
         since = _parse(previous.get("since")) or now
         outage = _duration(now - since)
         return Alert(
@@ -270,7 +270,7 @@ def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume:
     record = {
         "healthy": probe.ok,
         "diagnosis": outcome.diagnosis,
-        "since": previous.get("since") if same and previous.get("since") else _iso(now),
+        "since": previous.get("since") if previous and same and previous.get("since") else _iso(now),
         "checked_at": _iso(now),
         "pending_alert": None,
     }

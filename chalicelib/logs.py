@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 if TYPE_CHECKING:
     from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+    from aws_lambda_powertools.logging.types import PowertoolsLogRecord
 
 SERVICE = "audio-clips"
 LEVEL_VARIABLES = ("POWERTOOLS_LOG_LEVEL", "LOG_LEVEL", "AWS_LAMBDA_LOG_LEVEL")  # the first one set wins
@@ -39,22 +40,24 @@ def cold_start(current: str) -> Optional[bool]:
 
 def _formatter() -> "LambdaPowertoolsFormatter":
     from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
+    from aws_lambda_powertools.logging.types import PowertoolsLogRecord
 
     class RequestFormatter(LambdaPowertoolsFormatter):
         """Powertools' line, plus the invocation's keys, with ``emit``'s fields at the top level."""
 
-        def serialize(self, log: dict[str, Any]) -> str:
-            fields = log.pop("fields", None)
+        def serialize(self, log: "dict[str, Any] | PowertoolsLogRecord") -> str:
+            line: dict[str, Any] = dict(log)
+            fields = line.pop("fields", None)
             if isinstance(fields, dict):
-                log.update(fields)
+                line.update(fields)
             current = request_id.get()
             if current != "-":
-                log["function_request_id"] = current
-                log["cold_start"] = cold_start(current)
+                line["function_request_id"] = current
+                line["cold_start"] = cold_start(current)
             function_name = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
             if function_name:
-                log["function_name"] = function_name
-            return super().serialize(log)
+                line["function_name"] = function_name
+            return super().serialize(line)
 
     return RequestFormatter(service=SERVICE, utc=True, use_rfc3339=True, json_default=str)
 

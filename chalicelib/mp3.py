@@ -109,8 +109,9 @@ def _chain_holds(data: bytes, pos: int, count: int) -> bool:
     first = parse_header(data, pos)
     if first is None:
         return False
-    header = first
+    header: Optional[FrameHeader] = first
     for _ in range(count - 1):
+        assert header is not None  # checked at the end of the previous round
         pos += header.length
         if pos == len(data):
             return True  # the data ends exactly after a whole frame
@@ -217,6 +218,8 @@ def parse_layout(head: bytes, head_offset: int) -> StreamLayout:
     if pos is None:
         raise NotMp3("no MPEG audio frames found")
     first = parse_header(head, pos)
+    if first is None:  # find_frame found a chain of frames here: never, but say so rather than crash below
+        raise NotMp3("no MPEG audio frames found")
     tag = parse_xing(head, pos, first)
     audio_start = pos + first.length if tag else pos
     if tag:
@@ -308,7 +311,8 @@ def cut(frames: Sequence[Tuple[bytes, FrameHeader]], first_index: int, first_sam
     count = len(kept) + (1 if carrier else 0)
     padding = count * spf - delay - sample_count
     body = [carrier] + [f for f, _ in kept] if carrier else [f for f, _ in kept]
-    headers = [parse_header(carrier)] + [h for _, h in kept] if carrier else [h for _, h in kept]
+    carrier_header = parse_header(carrier) if carrier else None
+    headers = [carrier_header] + [h for _, h in kept] if carrier_header else [h for _, h in kept]
     info = info_frame(headers, [len(b) for b in body], delay, min(padding, MAX_GAPLESS_FIELD))
     return Cut(
         data=info + b"".join(body),

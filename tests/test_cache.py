@@ -149,8 +149,8 @@ def long_sources(tmp_path_factory):
     directory = str(tmp_path_factory.mktemp("long"))
     fast = ("-compression_level", "9")
     return {
-        "cbr": generate(directory, "long_cbr", 600, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k") + fast),
-        "vbr": generate(directory, "long_vbr", 600, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-q:a", "4") + fast),
+        "cbr": generate(directory, "long_cbr", 600, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-b:a", "128k", *fast)),
+        "vbr": generate(directory, "long_vbr", 600, 44100, ("-ac", "2", "-c:a", "libmp3lame", "-q:a", "4", *fast)),
     }
 
 

@@ -135,7 +135,7 @@ class AtlasEmulator:
                 if patch is not None:
                     atlas.paused = patch["paused"]
                 self._send(200, {"name": "Cluster0", "paused": atlas.paused,
-                                 "stateName": "IDLE" if not atlas.paused else "IDLE"})
+                                 "stateName": "IDLE"})
 
             def _authorised(self) -> bool:
                 header = self.headers.get("Authorization", "")
