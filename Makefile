@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: help run test test-fast lint lock bench bench-quick load audit layer publish-layer infra deploy require-stage venv run-venv clean
+.PHONY: help run test test-fast lint lock bench bench-quick load audit layer publish-layer infra deploy require-stage require-python-3.12 venv run-venv clean
 
 help: ## list the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -79,13 +79,16 @@ publish-layer: require-stage layer ## publish the layer (STAGE=dev|prod) and rec
 infra: require-stage venv ## deploy the stack Chalice does not own (STAGE=dev|prod)
 	$(PY) infra/deploy.py $(STAGE)
 
-# Chalice takes the Lambda runtime from the interpreter it runs in: refuse anything older than 3.12.
-deploy: require-stage venv ## chalice deploy (STAGE=dev|prod)
-	@$(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 12) else \
+# Chalice takes the Lambda runtime from the interpreter it runs in: refuse anything older than 3.12 (checked before
+# the venv prerequisite, so that a refused deploy never installs anything).
+deploy: require-stage require-python-3.12 venv ## chalice deploy (STAGE=dev|prod)
+	$(VENV)/bin/chalice deploy --stage $(STAGE)
+
+require-python-3.12:
+	@! $(PY) -c '' 2>/dev/null || $(PY) -c 'import sys; v = sys.version_info[:2]; sys.exit(0 if v >= (3, 12) else \
 	  "make deploy needs Python 3.12 or newer: Chalice deploys the Lambda runtime of the interpreter it runs in, " \
 	  "and this .venv has %d.%d (python3.11 on Lambda is deprecated, and the FFmpeg layer needs Amazon Linux 2023). " \
 	  "Rebuild it: make clean && make venv PYTHON=/path/to/python3.12" % v)'
-	$(VENV)/bin/chalice deploy --stage $(STAGE)
 
 require-stage:
 	@case "$(STAGE)" in dev|prod) ;; *) echo "Set STAGE=dev or STAGE=prod" >&2; exit 2;; esac
