@@ -11,7 +11,7 @@ from typing import Iterator, List, Tuple
 
 import pytest
 
-from tests.local_stack import DEMO_GUID, LocalStack, local_stack  # noqa: F401
+from tests.local_stack import DEMO_GUID, LocalStack, local_stack  # noqa: F401  (a fixture)
 
 CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python"
 sys.path.insert(0, str(CLIENT_DIR))
@@ -147,7 +147,7 @@ def test_the_redirect_form_returns_the_clip_location_without_following_it(fake):
 
 
 @pytest.mark.slow
-def test_against_make_runs_stack(local_stack: LocalStack):  # noqa: F811
+def test_against_make_runs_stack(local_stack: LocalStack):
     client = AudioClipsClient(local_stack.base_url, timeout_s=60)
     first = client.get_clip(DEMO_GUID, 60_000, 5_000)
     again = client.get_clip(DEMO_GUID, 60_000, 5_000)

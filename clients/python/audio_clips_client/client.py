@@ -20,7 +20,7 @@ import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple, Type
+from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Type
 
 RETRIED_STATUSES = (502, 503, 504)
 
@@ -173,7 +173,7 @@ class AudioClipsClient:
         """The same route with ``redirect=true``: the URL its 302 points at (the clip itself)."""
         query = {**_clip_query(start_time_ms, duration_ms), "redirect": "true"}
         status, headers, _ = self._get(_clip_path(episode_id), query, accept="*/*")
-        location = headers.get("Location")
+        location = headers.get("location")
         if status != 302 or not location:
             raise ServerError(status, "UnexpectedAnswer", f"expected a 302 with Location, got {status}")
         return location
@@ -242,14 +242,19 @@ class AudioClipsClient:
         request = urllib.request.Request(url, headers=dict(headers), method="GET")
         try:
             with self._opener.open(request, timeout=self.timeout_s) as response:
-                return response.status, response.headers, response.read()
+                return response.status, _lower(response.headers.items()), response.read()
         except urllib.error.HTTPError as answer:  # an HTTP answer with an error status: not a transport fault
             with answer:
-                return answer.code, answer.headers, answer.read()
+                return answer.code, _lower(answer.headers.items()), answer.read()
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: a random wait up to backoff * 2^attempt, capped."""
         return random.uniform(0, min(self.max_backoff_s, self.backoff_s * (2 ** attempt)))
+
+
+def _lower(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
+    """Headers by lower-case name (HTTP names are case-insensitive)."""
+    return {name.lower(): value for name, value in items}
 
 
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
@@ -287,7 +292,7 @@ def _error(status: int, headers: Mapping[str, str], body: bytes) -> ClipServiceE
     except ValueError:
         pass  # not the contract's JSON (a gateway's page): keep the status and the text
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ClipServiceError)
-    return kind(status, code, message, _retry_after(headers.get("Retry-After")))
+    return kind(status, code, message, _retry_after(headers.get("retry-after")))
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
