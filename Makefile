@@ -13,15 +13,18 @@ help: ## list the targets, one line each
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z-]+:.*## / {printf "  make %-14s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # Two layers of one venv: what running needs (requirements-run.txt), then what testing needs (requirements-dev.txt).
-# Both files are compiled by `make lock`: every transitive dependency pinned, with hashes that pip checks.
-$(VENV)/.run-installed: requirements-run.txt
+# Both are compiled by `make lock`: every transitive dependency pinned, with hashes that the installer checks. The
+# installer is uv (pinned and hashed in requirements-bootstrap.txt), installed first with pip.
+UV := $(VENV)/bin/uv
+$(VENV)/.run-installed: requirements-bootstrap.txt requirements-run.txt
 	@test -n "$(PYTHON)" || { echo "No Python >= 3.11 found (3.12 preferred): install one or set PYTHON=/path/to/python3.12" >&2; exit 1; }
 	@test -x $(PY) || { echo "Creating $(VENV) with $(PYTHON) ($$($(PYTHON) --version))"; $(PYTHON) -m venv $(VENV); }
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-run.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-bootstrap.txt
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-run.txt
 	@touch $@
 
 $(VENV)/.installed: $(VENV)/.run-installed requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check --require-hashes -r requirements-dev.txt
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-dev.txt
 	@touch $@
 
 run-venv: $(VENV)/.run-installed
@@ -46,6 +49,7 @@ lint: venv ## ruff check, ruff format --check, mypy (configured in pyproject.tom
 # (each later one constrained by the one before, so a package has one version everywhere).
 LOCK := $(VENV)/bin/pip-compile --quiet --generate-hashes --allow-unsafe --strip-extras --no-emit-index-url --no-emit-find-links
 lock: venv ## re-pin requirements*.txt (with hashes) from requirements*.in
+	$(LOCK) --output-file requirements-bootstrap.txt requirements-bootstrap.in
 	$(LOCK) --output-file requirements.txt requirements.in
 	$(LOCK) --output-file requirements-run.txt requirements-run.in
 	$(LOCK) --output-file requirements-dev.txt requirements-dev.in
