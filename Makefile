@@ -53,10 +53,11 @@ lock: venv ## re-pin requirements*.txt (with hashes) from requirements*.in
 	$(LOCK) --output-file requirements.txt requirements.in
 	$(LOCK) --output-file requirements-run.txt requirements-run.in
 	$(LOCK) --output-file requirements-dev.txt requirements-dev.in
+	$(LOCK) --output-file requirements-bench.txt requirements-bench.in
 
 # Not part of `make test`: generates 3-hour episodes once (bench/cache/, ~1 min each), then a few minutes of runs.
 bench: venv ## the full benchmark; rewrites bench/results.json and bench/results.png
-	$(PY) -m pip install --quiet -r requirements-bench.txt
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
 	$(PY) -m bench.run
 
 # Not part of `make test`: N concurrent clients against `make run`'s stack (CLIENTS=8 SECONDS=20).
@@ -71,6 +72,7 @@ audit: venv ## known vulnerabilities in the pinned requirements (pip-audit)
 	  $$(grep -v '^\s*#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln " $$1}')
 
 bench-quick: venv ## a quick benchmark (10-minute episodes) into bench/quick/ (untracked)
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
 	$(PY) -m bench.run --quick
 
 # ---- deployment (see README "Deploy to AWS"): infra, layer, publish-layer, deploy, in that order.
