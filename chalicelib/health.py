@@ -317,7 +317,7 @@ def scheduled_run(wiring, request_id: str = "-") -> dict:
         if settings.mongodb_uri:
             ping = lambda: ping_mongodb(settings.mongodb_uri, settings.health_ping_budget_ms)  # noqa: E731
         else:
-            ping = lambda: _ping_catalog(wiring)  # noqa: E731  (the embedded catalog, in local runs)
+            ping = lambda: _ping_catalog(wiring)  # the embedded catalog, in local runs
         outcome = run_check(
             ping=ping,
             atlas=wiring.atlas,

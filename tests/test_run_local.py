@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.local_stack import (DEMO_GUID, STOP_TIMEOUT_S, LocalStack, accepts_connections, ffmpeg_exe,  # noqa: F401
-                               local_stack)
+from tests.local_stack import DEMO_GUID, STOP_TIMEOUT_S, LocalStack, accepts_connections, ffmpeg_exe
+from tests.local_stack import local_stack  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.slow
 
