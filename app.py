@@ -21,7 +21,7 @@ def xray_tracing(event, get_response):  # TRACING=true (a stage option): the Tra
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
 def get_audio_clip(episode_id):
-    request = api.parse_clip_request(episode_id, app.current_request.query_params,
+    request = api.parse_clip_request(episode_id, api.query_params(app.current_request),
                                      wiring.current().declared.max_clip_ms)
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
     base = links.base_url(app.current_request, wiring.current().declared.public_base_url)
@@ -55,7 +55,7 @@ def openapi():
 
 @app.route("/api/v1/health", methods=["GET"])
 def get_health():
-    return api.health_response(wiring.current(), api.boolean(app.current_request.query_params, "deep"))
+    return api.health_response(wiring.current(), api.boolean(api.query_params(app.current_request), "deep"))
 
 
 # SOURCE_EVENTS (a stage setting): an EventBridge rule on the source bucket's audio keys, or, for a bucket this

@@ -17,7 +17,7 @@ from urllib.parse import unquote
 
 from chalice import Response
 
-from chalicelib import links, logs
+from chalicelib import links, logs, metrics
 from chalicelib.attribution import ClipStory
 from chalicelib.clips import ClipRequest, ClipResult
 from chalicelib.errors import BadRequest, ServiceError, error_body
@@ -148,7 +148,7 @@ def preflight() -> Response:
 
 
 def error_response(error: ServiceError) -> Response:
-    return Response(body=error_body(error), status_code=error.status, headers=error.headers)
+    return Response(body=error_body(error), status_code=error.status, headers={**error.headers})
 
 
 def _iso(moment: datetime) -> str:
@@ -170,6 +170,11 @@ def note(**fields: Any) -> None:
     current = _current.get(None)
     if current is not None:
         current.fields.update({k: v for k, v in fields.items() if v is not None})
+
+
+def query_params(request: Any) -> Optional[Mapping[str, str]]:
+    """The request's query parameters (Chalice gives None, not {}, when there are none, or no request at all)."""
+    return getattr(request, "query_params", None)
 
 
 def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins=()) -> Response:
@@ -194,6 +199,7 @@ def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins
         state.fields["total_ms"] = round((time.perf_counter() - state.started) * 1000, 1)
         level = logging.ERROR if response.status_code >= 500 else logging.INFO
         log.log(level, "request", extra={"fields": state.fields}, exc_info=state.exc_info)
+        metrics.record_request(state.fields, request_id)
         return response
     finally:
         _current.reset(state_token)

@@ -9,7 +9,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
-from typing import Callable, ContextManager, Optional
+from typing import Any, Callable, ContextManager, Optional
 
 from chalicelib.errors import CatalogUnavailable, ConfigurationError, NotFound
 from chalicelib.settings import Settings
@@ -136,7 +136,7 @@ def embedded_client(catalog_file: Optional[str], database: str):
         raise ConfigurationError(
             "MONGODB_URI is not set, and the embedded catalog needs mongomock (a development dependency)"
         ) from None
-    client = mongomock.MongoClient()
+    client: Any = mongomock.MongoClient()
     if catalog_file:
         try:
             with open(catalog_file, encoding="utf-8") as handle:

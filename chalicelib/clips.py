@@ -158,7 +158,7 @@ class ClipService:
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
             except ValueError as error:
-                raise Undecodable("The episode's source audio is damaged at this position", detail=str(error))
+                raise Undecodable("The episode's source audio is damaged at this position", detail=str(error)) from error
         ffmpeg = self._ffmpeg()
         if ffmpeg is None:
             raise ServiceError("This service cannot decode non-MP3 audio: FFmpeg is missing",

@@ -10,6 +10,7 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Optional, Sequence
 
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
@@ -79,7 +80,7 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
                               detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s") from None
         stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
         duration = _episode_duration_ms(stderr)
-        data = open(out, "rb").read() if os.path.exists(out) else b""
+        data = Path(out).read_bytes() if os.path.exists(out) else b""
     if result.returncode != 0:
         log.warning("ffmpeg failed (exit %s): %s", result.returncode, stderr[-2000:])
         if _HTTP_MISSING.search(stderr):

@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
-from typing import Callable, Optional, Tuple
+from typing import Any, Callable, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -23,7 +22,6 @@ from chalicelib.settings import AtlasSettings
 log = logging.getLogger("audio_clips.health")
 
 STATE_KEY = "_health/state.json"
-METRIC_NAMESPACE = "AudioClips"
 ATLAS_ACCEPT = "application/vnd.atlas.2024-08-05+json"
 
 
@@ -42,7 +40,7 @@ def ping_mongodb(uri: str, budget_ms: int) -> Probe:
     from pymongo import MongoClient
 
     started = time.perf_counter()
-    client = None
+    client: Any = None
     try:
         client = MongoClient(uri, serverSelectionTimeoutMS=budget_ms, connectTimeoutMS=budget_ms,
                              socketTimeoutMS=budget_ms, timeoutMS=budget_ms, appname="audio-clips-health")
@@ -118,7 +116,7 @@ class AtlasApi:
         else:
             from requests.auth import HTTPDigestAuth
 
-            auth = HTTPDigestAuth(self._settings.public_key, self._settings.private_key)
+            auth = HTTPDigestAuth(self._settings.public_key or "", self._settings.private_key or "")
         response = self._session.request(method, url, headers=headers, auth=auth, timeout=self._timeout, **kwargs)
         response.raise_for_status()
         return response
@@ -129,7 +127,7 @@ class AtlasApi:
         response = self._session.post(
             f"{self._settings.base_url}/api/oauth/token",
             data={"grant_type": "client_credentials"},
-            auth=(self._settings.client_id, self._settings.client_secret),
+            auth=(self._settings.client_id or "", self._settings.client_secret or ""),
             headers={"Accept": "application/json"},
             timeout=self._timeout,
         )
@@ -197,7 +195,7 @@ def transition_alert(previous: Optional[dict], healthy: bool, diagnosis: str, de
             + ("\nThe Atlas cluster is paused: resume it in Atlas (or set ATLAS_AUTO_RESUME=true).\n"
                if diagnosis == "cluster paused" else ""),
         )
-    if healthy and was is False:
+    if healthy and previous and was is False:
         since = _parse(previous.get("since")) or now
         outage = _duration(now - since)
         return Alert(
@@ -272,7 +270,7 @@ def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume:
     record = {
         "healthy": probe.ok,
         "diagnosis": outcome.diagnosis,
-        "since": previous.get("since") if same and previous.get("since") else _iso(now),
+        "since": previous.get("since") if previous and same and previous.get("since") else _iso(now),
         "checked_at": _iso(now),
         "pending_alert": None,
     }
@@ -304,22 +302,11 @@ def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume:
     return outcome
 
 
-def metric_service() -> str:
-    """The metrics' Service dimension: the app and stage (``audio-clips-prod``), from the function's own name."""
-    function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME", "audio-clips")
-    return function[: -len("-health_check")] if function.endswith("-health_check") else function
-
-
 def emit_metrics(outcome: Outcome) -> None:
-    """CloudWatch embedded metric format: a log line that CloudWatch turns into metrics, no API call."""
-    metrics = [{"Name": "MongoPingOk", "Unit": "Count"}, {"Name": "MongoPingLatencyMs", "Unit": "Milliseconds"}]
-    values = {"MongoPingOk": 1 if outcome.healthy else 0, "MongoPingLatencyMs": outcome.latency_ms}
-    if outcome.atlas_paused is not None:
-        metrics.append({"Name": "AtlasClusterPaused", "Unit": "Count"})
-        values["AtlasClusterPaused"] = 1 if outcome.atlas_paused else 0
-    logs.emit(log, logging.INFO, event="health_metrics", Service=metric_service(), diagnosis=outcome.diagnosis, **values,
-              _aws={"Timestamp": int(time.time() * 1000), "CloudWatchMetrics": [
-                  {"Namespace": METRIC_NAMESPACE, "Dimensions": [["Service"]], "Metrics": metrics}]})
+    """The check's metrics as one CloudWatch embedded-metric line (chalicelib/metrics.py)."""
+    from chalicelib import metrics
+
+    metrics.record_health(outcome.healthy, outcome.latency_ms, outcome.atlas_paused, outcome.diagnosis)
 
 
 def scheduled_run(wiring, request_id: str = "-") -> dict:
@@ -330,7 +317,7 @@ def scheduled_run(wiring, request_id: str = "-") -> dict:
         if settings.mongodb_uri:
             ping = lambda: ping_mongodb(settings.mongodb_uri, settings.health_ping_budget_ms)  # noqa: E731
         else:
-            ping = lambda: _ping_catalog(wiring)  # noqa: E731  (the embedded catalog, in local runs)
+            ping = lambda: _ping_catalog(wiring)  # the embedded catalog, in local runs
         outcome = run_check(
             ping=ping,
             atlas=wiring.atlas,

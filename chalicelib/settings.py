@@ -4,7 +4,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field, replace
-from typing import Dict, Mapping, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple, overload
 from urllib.parse import urlsplit
 
 from chalicelib.errors import ConfigurationError
@@ -61,6 +61,10 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> "Settings":
+        @overload
+        def text(name: str, default: str) -> str: ...
+        @overload
+        def text(name: str, default: None) -> Optional[str]: ...
         def text(name: str, default: Optional[str]) -> Optional[str]:
             value = env.get(name, "").strip()
             return value or default

@@ -2,8 +2,11 @@
 
 1. an S3 server (moto, in this process) on 127.0.0.1, with the source and clips buckets;
 2. a 3-minute demo episode, made once with FFmpeg and cached in .local/, uploaded where the contract puts audio;
-3. a local catalog (.local/catalog.json) holding that episode, in place of MongoDB;
+3. a local catalog (.local/catalog.json) holding that episode, in place of MongoDB (unless MONGODB_URI is set:
+   then that MongoDB is the catalog, and nothing is written to it);
 4. `chalice local` on 127.0.0.1, pointed at all of the above.
+
+`--audio FILE` (make run AUDIO=FILE) adds your own MP3 or M4A as one more episode, `local:<file name>`.
 
 Once the API answers its health check it prints `READY http://127.0.0.1:PORT` and commands to try.
 Ctrl-C (or SIGTERM/SIGHUP) stops everything it started and exits 0; if chalice local dies by itself it exits 1.
@@ -22,10 +25,12 @@ import subprocess
 import sys
 import threading
 import time
+import re
 import urllib.error
+import urllib.parse
 import urllib.request
 from pathlib import Path
-from typing import Deque, Dict, List, Optional
+from typing import Deque, Dict, List, NamedTuple, Optional
 
 import boto3
 from moto.server import ThreadedMotoServer
@@ -46,8 +51,8 @@ FAKE_AWS_ENV = {
     "AWS_REGION": "us-east-1",  # the app prefers AWS_REGION: keep the two from disagreeing
 }
 # Settings from a developer's shell that would send the app (or boto3) somewhere real, or fail on a missing profile.
+# (MONGODB_URI is honoured: a developer may point the local stack at a MongoDB of their own.)
 UNSET_ENV = (
-    "MONGODB_URI",
     "AWS_SESSION_TOKEN",
     "AWS_SECURITY_TOKEN",
     "AWS_PROFILE",
@@ -105,6 +110,9 @@ def parse_args(argv: Optional[List[str]] = None) -> argparse.Namespace:
     parser.add_argument("--moto-port", type=int, default=0, help="port of the S3 server; default: any free port")
     parser.add_argument(
         "--startup-timeout", type=float, default=60.0, help="seconds to wait for the API's health check (default 60)"
+    )
+    parser.add_argument(
+        "--audio", type=Path, help="an MP3 or M4A file of your own, served as one more episode (make run AUDIO=...)"
     )
     return parser.parse_args(argv)
 
@@ -217,9 +225,41 @@ def demo_audio_key() -> str:
     return f"{DEMO_SLUG}/{DEMO_GUID}/audio/{DEMO_SLUG}-demo-episode_{DEMO_GUID[:8]}_audio.mp3"
 
 
-def upload_episode(s3, bucket: str, key: str, path: Path) -> None:
+def upload_episode(s3, bucket: str, key: str, path: Path, content_type: str = "audio/mpeg") -> None:
     with path.open("rb") as body:
-        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType="audio/mpeg")
+        s3.put_object(Bucket=bucket, Key=key, Body=body, ContentType=content_type)
+
+
+AUDIO_TYPES = {".mp3": "audio/mpeg", ".m4a": "audio/mp4", ".mp4": "audio/mp4", ".aac": "audio/aac"}
+
+
+class OwnEpisode(NamedTuple):
+    """A developer's own file as an episode: its guid, source key and catalog document."""
+
+    guid: str
+    key: str
+    path: Path
+    content_type: str
+    document: Dict[str, object]
+
+
+def own_episode(path: Path, source_bucket: str) -> OwnEpisode:
+    """``local:<file name>`` as the guid (the contract's prefixed-id form), the contract's key layout."""
+    if not path.is_file():
+        raise SetupError(f"AUDIO={path}: no such file")
+    content_type = AUDIO_TYPES.get(path.suffix.lower())
+    if content_type is None:
+        raise SetupError(f"AUDIO={path}: the service cuts MP3 and M4A/AAC ({', '.join(AUDIO_TYPES)}), not {path.suffix!r}")
+    stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.")[:150] or "audio"
+    guid = f"local:{stem}"
+    key = f"local/{guid}/audio/{stem}{path.suffix.lower()}"
+    document: Dict[str, object] = {
+        "guid": guid,
+        "s3_audio_path": f"s3://{source_bucket}/{key}",
+        "podcast_title": "Local audio",
+        "raw_entry_original_feed": {"podcast_slug": "local", "episode_title": path.name},
+    }
+    return OwnEpisode(guid, key, path, content_type, document)
 
 
 def catalog_document(source_bucket: str, key: str) -> Dict[str, object]:
@@ -301,15 +341,20 @@ def start_chalice(port: int, env: Dict[str, str]) -> subprocess.Popen:
 
 
 def chalice_environment(moto_endpoint: str, catalog: Path, ffmpeg: str, buckets: Dict[str, str]) -> Dict[str, str]:
+    """The app's environment: local S3, and the embedded catalog unless MONGODB_URI names a MongoDB to use."""
     env = dict(os.environ)  # with the fake credentials from prepare_environment()
     env.update(buckets)
     env.update(
         AWS_ENDPOINT_URL=moto_endpoint,
-        LOCAL_CATALOG_FILE=str(catalog.resolve()),
         FFMPEG_PATH=ffmpeg,
         PYTHONUNBUFFERED="1",  # its log lines arrive as they happen, not when a pipe buffer fills
+        POWERTOOLS_METRICS_DISABLED=env.get("POWERTOOLS_METRICS_DISABLED", "true"),  # no EMF lines in the console
     )
-    env.pop("MONGODB_URI", None)
+    if env.get("MONGODB_URI", "").strip():
+        env.pop("LOCAL_CATALOG_FILE", None)
+    else:
+        env.pop("MONGODB_URI", None)
+        env["LOCAL_CATALOG_FILE"] = str(catalog.resolve())
     return env
 
 
@@ -361,6 +406,16 @@ def stop_chalice(chalice: subprocess.Popen) -> None:
 # --- the ready message ---------------------------------------------------------------------------
 
 
+def print_own_episode(base_url: str, episode: OwnEpisode) -> None:
+    clip = f"{base_url}/api/v1/audio_clips/{urllib.parse.quote(episode.guid, safe='')}?start_time_ms=0&duration_ms=30000"
+    print(
+        f"\nYour audio {episode.path} is episode {episode.guid}. Its first 30 s:\n"
+        f"  curl -s '{clip}'\n"
+        f"  curl -sL -o clip.mp3 '{clip}&redirect=true'",
+        flush=True,
+    )
+
+
 def print_ready(base_url: str) -> None:
     clip = f"{base_url}/api/v1/audio_clips/{DEMO_GUID}?start_time_ms=60000&duration_ms=30000"
     print(
@@ -402,6 +457,7 @@ def serve_until_stopped(chalice: subprocess.Popen, stopper: Stopper) -> int:
 
 def run(args: argparse.Namespace, stopper: Stopper) -> int:
     moto: Optional[ThreadedMotoServer] = None
+    own: Optional[OwnEpisode] = None
     chalice: Optional[subprocess.Popen] = None
     output: Optional[OutputPump] = None
     try:
@@ -412,6 +468,7 @@ def run(args: argparse.Namespace, stopper: Stopper) -> int:
             "SOURCE_BUCKET": os.environ.get("SOURCE_BUCKET") or "pod-insights-raw",
             "CLIPS_BUCKET": os.environ.get("CLIPS_BUCKET") or "pod-insights-clips",
         }
+        own = own_episode(args.audio, buckets["SOURCE_BUCKET"]) if args.audio else None
 
         moto = start_moto(args.moto_port)
         moto_endpoint = "http://%s:%d" % moto.get_host_and_port()
@@ -425,8 +482,18 @@ def run(args: argparse.Namespace, stopper: Stopper) -> int:
         key = demo_audio_key()
         upload_episode(s3, buckets["SOURCE_BUCKET"], key, episode)
         print(f"uploaded: s3://{buckets['SOURCE_BUCKET']}/{key}", flush=True)
-        catalog = write_catalog([catalog_document(buckets["SOURCE_BUCKET"], key)])
-        print(f"catalog: {catalog.relative_to(REPO_ROOT)}", flush=True)
+        documents = [catalog_document(buckets["SOURCE_BUCKET"], key)]
+        if own is not None:
+            upload_episode(s3, buckets["SOURCE_BUCKET"], own.key, own.path, own.content_type)
+            print(f"uploaded: s3://{buckets['SOURCE_BUCKET']}/{own.key} (AUDIO)", flush=True)
+            documents.append(own.document)
+        catalog = write_catalog(documents)
+        if os.environ.get("MONGODB_URI", "").strip():
+            print("catalog: MongoDB from MONGODB_URI (nothing is written to it). To try the local episodes there, "
+                  f"insert these documents into {os.environ.get('MONGODB_DB') or 'podinsight'}.episode_metadata: "
+                  f"{catalog.relative_to(REPO_ROOT)}", flush=True)
+        else:
+            print(f"catalog: {catalog.relative_to(REPO_ROOT)}", flush=True)
 
         base_url = f"http://{HOST}:{args.port}"
         stopper.check()
@@ -435,6 +502,8 @@ def run(args: argparse.Namespace, stopper: Stopper) -> int:
         output = OutputPump(chalice.stdout, prefix="chalice | ")
         wait_until_healthy(f"{base_url}/api/v1/health", chalice, output, args.startup_timeout, stopper)
         print_ready(base_url)
+        if own is not None:
+            print_own_episode(base_url, own)
         return serve_until_stopped(chalice, stopper)
     except StopRequested as stop:
         print(f"\n{stop} received: stopping.", file=sys.stderr, flush=True)

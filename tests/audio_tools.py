@@ -121,7 +121,7 @@ def offset_of(clip: Decoded, source: Decoded, expected: int, window: int, probe:
         segment = source.samples[start + 2048:start + 2048 + probe]
         if len(segment) < len(part):
             break
-        error = sum((a - b) * (a - b) for a, b in zip(part[::8], segment[::8]))
+        error = sum((a - b) * (a - b) for a, b in zip(part[::8], segment[::8], strict=False))
         if best_error is None or error < best_error:
             best, best_error = start, error
             if error == 0:

@@ -4,7 +4,7 @@ import json
 import os
 import socket
 import time
-from typing import Dict, Iterator
+from typing import Dict, Iterator, Optional
 
 import boto3
 import pytest
@@ -89,7 +89,7 @@ def episode(s3, audio, catalog_file):
     """Put a source in S3 and the catalog: ``episode('cbr')`` → (episode_id, key)."""
     documents = []
 
-    def put(kind: str, episode_id: str = EPISODE, data: bytes = None):
+    def put(kind: str, episode_id: str = EPISODE, data: Optional[bytes] = None):
         name = "episode.m4a" if kind == "m4a" else "episode.mp3"
         key = source_key(episode_id, name)
         body = audio[kind].data if data is None else data

@@ -2,6 +2,7 @@
 need the service over real HTTP: chalice local, moto's S3 server, the demo episode."""
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
@@ -98,9 +99,16 @@ class LocalStack(NamedTuple):
 
 @pytest.fixture
 def local_stack() -> Iterator[LocalStack]:
+    with start_local_stack() as stack:
+        yield stack
+
+
+@contextlib.contextmanager
+def start_local_stack(*extra_args: str) -> Iterator[LocalStack]:
+    """run_local.py on free ports (with ``extra_args``, such as ``--audio FILE``), until its READY line."""
     api_port, moto_port = free_ports(2)
     process = subprocess.Popen(
-        [sys.executable, str(SCRIPT), "--port", str(api_port), "--moto-port", str(moto_port)],
+        [sys.executable, str(SCRIPT), "--port", str(api_port), "--moto-port", str(moto_port), *extra_args],
         cwd=REPO_ROOT,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
         stdin=subprocess.DEVNULL,

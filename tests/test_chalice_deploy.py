@@ -356,8 +356,8 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
     assert len(packages) == 1, packages
     with zipfile.ZipFile(packages[0]) as archive:
         top_level = {name.split("/", 1)[0] for name in archive.namelist()}
-    requirements = [line.split("==")[0].strip().lower() for line in (ROOT / "requirements.txt").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]
+    requirements = [line.split("==")[0].strip().lower() for line in (ROOT / "requirements.in").read_text().splitlines()
+                    if line.strip() and not line.startswith("#")]  # the top-level ones; requirements.txt pins all
     modules = {"dnspython": "dns", "aws-lambda-powertools": "aws_lambda_powertools",  # import names that differ
                "aws-xray-sdk": "aws_xray_sdk"}
     assert {"app.py", "chalicelib", "chalice"} <= top_level, sorted(top_level)

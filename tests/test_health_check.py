@@ -135,7 +135,7 @@ class AtlasEmulator:
                 if patch is not None:
                     atlas.paused = patch["paused"]
                 self._send(200, {"name": "Cluster0", "paused": atlas.paused,
-                                 "stateName": "IDLE" if not atlas.paused else "IDLE"})
+                                 "stateName": "IDLE"})
 
             def _authorised(self) -> bool:
                 header = self.headers.get("Authorization", "")
@@ -251,8 +251,7 @@ def test_up_down_down_down_up_up_sends_exactly_two_alerts(aws, mongo_up):
     assert [o.alert is not None for o in outcomes] == [False, True, False, False, True, False]
 
 
-def test_a_paused_atlas_cluster_is_diagnosed_and_resumed_when_allowed(aws, atlas_paused, caplog):
-    caplog.set_level("INFO")
+def test_a_paused_atlas_cluster_is_diagnosed_and_resumed_when_allowed(aws, atlas_paused, capsys):
     down = f"mongodb://127.0.0.1:{free_port()}/"
     atlas = AtlasApi(atlas_paused.settings(auto_resume=True))
     outcome = run_sequence(aws, [lambda: ping_mongodb(down, 500)], atlas=atlas, auto_resume=True)[0]
@@ -260,10 +259,12 @@ def test_a_paused_atlas_cluster_is_diagnosed_and_resumed_when_allowed(aws, atlas
     assert atlas_paused.calls == [("GET", None), ("PATCH", {"paused": False})] and atlas_paused.paused is False
     message = aws.received()[0]
     assert "cluster paused" in message["Subject"] and "resume it" in message["Message"]
-    metrics = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "health_metrics"][-1]
-    assert metrics["AtlasClusterPaused"] == 1 and metrics["MongoPingOk"] == 0
-    assert {m["Name"] for m in metrics["_aws"]["CloudWatchMetrics"][0]["Metrics"]} == {
-        "MongoPingOk", "MongoPingLatencyMs", "AtlasClusterPaused"}
+    metrics = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"_aws"')][-1]
+    assert metrics["AtlasClusterPaused"] == [1] and metrics["MongoPingOk"] == [0]
+    assert metrics["Service"] == "audio-clips" and metrics["diagnosis"] == "cluster paused"
+    directive = metrics["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Namespace"] == "AudioClips" and directive["Dimensions"] == [["Service"]]
+    assert {m["Name"] for m in directive["Metrics"]} == {"MongoPingOk", "MongoPingLatencyMs", "AtlasClusterPaused"}
 
 
 def test_a_paused_cluster_is_not_resumed_unless_allowed(aws, atlas_paused):

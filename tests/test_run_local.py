@@ -6,18 +6,20 @@ HTTP, decodes the MP3 it gets, then sends SIGINT and checks that everything the 
 from __future__ import annotations
 
 import array
+import itertools
 import signal
 import subprocess
+import sys
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
 import requests
 
-pytestmark = pytest.mark.slow
+from tests.local_stack import DEMO_GUID, STOP_TIMEOUT_S, LocalStack, accepts_connections, ffmpeg_exe
+from tests.local_stack import local_stack  # noqa: F401  (a fixture)
 
-from tests.local_stack import (DEMO_GUID, STOP_TIMEOUT_S, LocalStack, accepts_connections, ffmpeg_exe,  # noqa: F401
-                               local_stack)
+pytestmark = pytest.mark.slow
 
 REQUEST_TIMEOUT_S = 60
 
@@ -42,7 +44,7 @@ def tone_frequency(pcm: bytes, start_s: float, end_s: float) -> float:
     samples = array.array("h")
     samples.frombytes(pcm[: len(pcm) - len(pcm) % 2])
     window = samples[int(start_s * SAMPLE_RATE) : int(end_s * SAMPLE_RATE)]
-    crossings = sum(1 for a, b in zip(window, window[1:]) if (a < 0) != (b < 0))
+    crossings = sum(1 for a, b in itertools.pairwise(window) if (a < 0) != (b < 0))
     return crossings / 2 / (end_s - start_s)
 
 
@@ -114,3 +116,44 @@ def test_make_run_serves_a_clip_and_stops_on_ctrl_c(local_stack: LocalStack, tmp
     assert code == 0, stack.output.text()
     assert not accepts_connections(stack.api_port), "chalice local still listening after the script exited"
     assert not accepts_connections(stack.moto_port), "the S3 server still listening after the script exited"
+
+
+def test_make_run_audio_serves_your_own_file_as_one_more_episode(tmp_path: Path) -> None:
+    from tests.local_stack import start_local_stack
+
+    own = tmp_path / "My Show #12.mp3"
+    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=40",
+                    "-c:a", "libmp3lame", "-b:a", "128k", str(own)], check=True)
+    with start_local_stack("--audio", str(own)) as stack:
+        stack.output.wait_for_line("Your audio", 10)
+        curl = stack.output.wait_for_line("  curl -s '", 10)
+        url = curl.strip().split("'")[1]
+        assert "/api/v1/audio_clips/local%3AMy-Show-12?" in url
+        session = requests.Session()
+        session.trust_env = False
+        response = session.get(url, timeout=REQUEST_TIMEOUT_S)
+        assert response.status_code == 200, f"{response.text}\n{stack.output.text()}"
+        body = response.json()
+        assert body["episode_id"] == "local:My-Show-12" and body["duration_ms"] == 30000
+        clip = tmp_path / "clip.mp3"
+        clip.write_bytes(session.get(body["clip_url"], timeout=REQUEST_TIMEOUT_S).content)
+        assert abs(tone_frequency(decode_mono(clip), 5, 25) - 440) < 5
+
+
+def test_a_missing_audio_file_fails_before_anything_starts(tmp_path: Path) -> None:
+    script = Path(__file__).resolve().parent.parent / "scripts" / "run_local.py"
+    result = subprocess.run([sys.executable, str(script), "--audio", str(tmp_path / "nope.mp3"), "--port", "0"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "AUDIO=" in result.stderr and "no such file" in result.stderr
+
+
+def test_mongodb_uri_from_the_shell_is_the_catalog(monkeypatch, tmp_path: Path) -> None:
+    import scripts.run_local as run_local
+
+    monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:27017/")
+    env = run_local.chalice_environment("http://127.0.0.1:1", tmp_path / "catalog.json", "/bin/ffmpeg", {})
+    assert env["MONGODB_URI"] == "mongodb://127.0.0.1:27017/" and "LOCAL_CATALOG_FILE" not in env
+    monkeypatch.delenv("MONGODB_URI")
+    env = run_local.chalice_environment("http://127.0.0.1:1", tmp_path / "catalog.json", "/bin/ffmpeg", {})
+    assert "MONGODB_URI" not in env and env["LOCAL_CATALOG_FILE"] == str((tmp_path / "catalog.json").resolve())

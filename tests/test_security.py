@@ -70,7 +70,8 @@ def test_secrets_appear_in_neither_config_nor_logs(s3, episode, monkeypatch, cap
     caplog.set_level("DEBUG")
     for name in os.listdir(os.path.join(ROOT, ".chalice")):
         if name.endswith(".json"):
-            text = open(os.path.join(ROOT, ".chalice", name)).read()
+            with open(os.path.join(ROOT, ".chalice", name)) as handle:
+                text = handle.read()
             assert "mongodb://" not in text and "mongodb+srv://" not in text, name
             assert "ATLAS_CLIENT_SECRET\"" not in text and "ATLAS_PRIVATE_KEY\"" not in text, name
     monkeypatch.setenv("MONGODB_URI", "mongodb://clipsvc:S3cr3t-Pa55w0rd@127.0.0.1:9/?authSource=admin")

@@ -1,0 +1,28 @@
+"""Typed client for the audio clip service (see README.md beside this package)."""
+from audio_clips_client.client import (
+    AudioClipsClient,
+    BadRequest,
+    Clip,
+    ClipServiceError,
+    Health,
+    NotFound,
+    OEmbed,
+    ServerError,
+    ServiceUnavailable,
+    TransportError,
+    Unprocessable,
+)
+
+__all__ = [
+    "AudioClipsClient",
+    "BadRequest",
+    "Clip",
+    "ClipServiceError",
+    "Health",
+    "NotFound",
+    "OEmbed",
+    "ServerError",
+    "ServiceUnavailable",
+    "TransportError",
+    "Unprocessable",
+]

@@ -1,0 +1,176 @@
+"""The Python client (clients/python): against `make run`'s stack, and against a loopback fake for retries."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Iterator, List, Tuple
+
+import pytest
+
+from tests.local_stack import DEMO_GUID, LocalStack, local_stack  # noqa: F401  (a fixture)
+
+CLIENT_DIR = Path(__file__).resolve().parent.parent / "clients" / "python"
+sys.path.insert(0, str(CLIENT_DIR))
+
+from audio_clips_client import (  # noqa: E402
+    AudioClipsClient,
+    BadRequest,
+    Clip,
+    NotFound,
+    ServiceUnavailable,
+    TransportError,
+)
+
+CLIP = {"clip_url": "http://127.0.0.1/clip.mp3", "expires_at": "2026-11-24T10:00:00Z", "cache_hit": False,
+        "episode_id": "substack:1", "start_time_ms": 1000, "duration_ms": 30000, "generation_time_ms": 412,
+        "play_url": "http://127.0.0.1/play", "future_field": 7}
+
+
+class Script:
+    """A loopback server that answers each request with the next scripted (status, headers, body)."""
+
+    def __init__(self, answers: List[Tuple[int, dict, object]]) -> None:
+        self.answers = list(answers)
+        self.paths: List[str] = []
+        script = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                script.paths.append(self.path)
+                status, headers, body = script.answers.pop(0) if script.answers else (500, {}, {"Code": "X"})
+                data = body if isinstance(body, bytes) else json.dumps(body).encode()
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def fake() -> Iterator:
+    servers: List[Script] = []
+
+    def start(*answers: Tuple[int, dict, object]) -> Script:
+        servers.append(Script(list(answers)))
+        return servers[-1]
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+def client_for(url: str, sleeps: List[float], **options: float) -> AudioClipsClient:
+    return AudioClipsClient(url, sleep=sleeps.append, timeout_s=options.pop("timeout_s", 5), **options)
+
+
+UNAVAILABLE = {"Code": "ServiceUnavailableError", "Message": "The episode catalog is unavailable; try again later"}
+
+
+def test_a_503_is_retried_after_its_retry_after(fake):
+    server = fake((503, {"Retry-After": "2"}, UNAVAILABLE), (200, {}, CLIP))
+    sleeps: List[float] = []
+    clip = client_for(server.url, sleeps).get_clip("substack:1", 1000, 30000)
+    assert sleeps == [2.0] and len(server.paths) == 2
+    assert server.paths[0] == "/api/v1/audio_clips/substack%3A1?start_time_ms=1000&duration_ms=30000"
+    assert isinstance(clip, Clip) and clip.episode_id == "substack:1" and clip.generation_time_ms == 412
+    assert clip.expires_at.isoformat() == "2026-11-24T10:00:00+00:00" and clip.play_url == "http://127.0.0.1/play"
+    assert clip.extra == {"future_field": 7}
+
+
+def test_a_503_without_retry_after_backs_off_exponentially_then_raises_with_code_and_message(fake):
+    server = fake(*[(503, {}, UNAVAILABLE)] * 4)
+    sleeps: List[float] = []
+    with pytest.raises(ServiceUnavailable) as raised:
+        client_for(server.url, sleeps, retries=3, backoff_s=1, max_backoff_s=100).get_clip("e", 0)
+    assert raised.value.status == 503 and raised.value.code == "ServiceUnavailableError"
+    assert raised.value.message == UNAVAILABLE["Message"]
+    assert len(server.paths) == 4 and len(sleeps) == 3
+    assert all(0 <= wait <= 2**n for n, wait in enumerate(sleeps))  # full jitter under 1, 2, 4 s
+
+
+def test_a_retry_after_longer_than_the_caller_allows_is_raised_at_once(fake):
+    server = fake((503, {"Retry-After": "120"}, UNAVAILABLE), (200, {}, CLIP))
+    sleeps: List[float] = []
+    with pytest.raises(ServiceUnavailable) as raised:
+        client_for(server.url, sleeps, max_retry_after_s=30).get_clip("e", 0)
+    assert raised.value.retry_after_s == 120 and sleeps == [] and len(server.paths) == 1
+
+
+@pytest.mark.parametrize("status, kind", [(400, BadRequest), (404, NotFound)])
+def test_a_4xx_is_never_retried(fake, status, kind):
+    body = {"Code": "BadRequestError" if status == 400 else "NotFoundError", "Message": "start_time_ms is required"}
+    server = fake((status, {}, body), (200, {}, CLIP))
+    sleeps: List[float] = []
+    with pytest.raises(kind) as raised:
+        client_for(server.url, sleeps).get_clip("e", 0)
+    assert raised.value.code == body["Code"] and raised.value.message == body["Message"]
+    assert len(server.paths) == 1 and sleeps == []
+
+
+def test_no_answer_within_the_timeout_is_a_transport_error_after_the_retries(fake):
+    import socket
+
+    listener = socket.socket()  # accepts connections (the backlog) and never answers
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    try:
+        sleeps: List[float] = []
+        client = client_for(f"http://127.0.0.1:{listener.getsockname()[1]}", sleeps, timeout_s=0.3, retries=1)
+        with pytest.raises(TransportError) as raised:
+            client.health()
+        assert raised.value.status == 0 and "timed out" in raised.value.message and len(sleeps) == 1
+    finally:
+        listener.close()
+
+
+def test_the_redirect_form_returns_the_clip_location_without_following_it(fake):
+    server = fake((302, {"Location": "http://127.0.0.1:1/clip.mp3"}, b""))
+    assert client_for(server.url, []).get_clip_location("e", 0) == "http://127.0.0.1:1/clip.mp3"
+    assert server.paths[0].endswith("redirect=true")
+
+
+@pytest.mark.slow
+def test_against_make_runs_stack(local_stack: LocalStack):
+    client = AudioClipsClient(local_stack.base_url, timeout_s=60)
+    first = client.get_clip(DEMO_GUID, 60_000, 5_000)
+    again = client.get_clip(DEMO_GUID, 60_000, 5_000)
+    assert first.cache_hit is False and again.cache_hit is True and again.duration_ms == 5_000
+    assert client.get_clip_location(DEMO_GUID, 60_000, 5_000).startswith("http://127.0.0.1:")
+    health = client.health()
+    assert health.ok and health.ffmpeg_version
+    assert client.openapi()["openapi"].startswith("3.")
+    with pytest.raises(NotFound) as missing:
+        client.get_clip("no-such-episode", 0)
+    assert missing.value.code == "NotFoundError"
+    with pytest.raises(BadRequest) as bad:
+        client.get_clip(DEMO_GUID, 0, 10)
+    assert bad.value.code == "BadRequestError" and "duration_ms" in bad.value.message
+
+
+@pytest.mark.slow
+def test_the_client_installs_with_pip_from_its_path(tmp_path):
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+                    "--no-index", "--target", str(target), str(CLIENT_DIR)], check=True, timeout=300)
+    probe = "import audio_clips_client, sys; print(audio_clips_client.__file__)"
+    out = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(target)}, capture_output=True,
+                         text=True, check=True, cwd=tmp_path).stdout
+    assert out.startswith(str(target))
+    assert (target / "audio_clips_client" / "py.typed").exists()
