@@ -74,7 +74,7 @@ def test_a_success_is_logged_once_too(caplog):
 
 
 def test_the_json_line_keeps_the_error_code_and_the_traceback_apart():
-    from chalicelib.logs import JsonFormatter
+    from chalicelib.logs import _formatter
 
     try:
         raise KeyError("x")
@@ -83,5 +83,5 @@ def test_the_json_line_keeps_the_error_code_and_the_traceback_apart():
 
         record = logging.LogRecord("audio_clips.request", logging.ERROR, __file__, 1, "request", None, sys.exc_info())
     record.fields = {"error": "InternalServerError"}
-    line = json.loads(JsonFormatter().format(record))
-    assert line["error"] == "InternalServerError" and "KeyError" in line["traceback"]
+    line = json.loads(_formatter().format(record))
+    assert line["error"] == "InternalServerError" and "KeyError" in line["exception"]  # Powertools' key
