@@ -1,4 +1,5 @@
 """Audio clip service: the routes, events and schedule. The logic lives in chalicelib/."""
+
 from chalice import Chalice, Rate
 
 from chalicelib import api, cleanup, health, links, logs, share_page, tracing, wiring
@@ -21,8 +22,9 @@ def xray_tracing(event, get_response):  # TRACING=true (a stage option): the Tra
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
 def get_audio_clip(episode_id):
-    request = api.parse_clip_request(episode_id, api.query_params(app.current_request),
-                                     wiring.current().declared.max_clip_ms)
+    request = api.parse_clip_request(
+        episode_id, api.query_params(app.current_request), wiring.current().declared.max_clip_ms
+    )
     result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
     base = links.base_url(app.current_request, wiring.current().declared.public_base_url)
     return api.clip_response(result, request, base)
@@ -60,17 +62,21 @@ def get_health():
 
 # SOURCE_EVENTS (a stage setting): an EventBridge rule on the source bucket's audio keys, or, for a bucket this
 # service alone is notified of, a direct S3 notification. The one handler reads both shapes.
-source_events = (app.on_cw_event(cleanup.event_pattern(settings.source_bucket), name="cleanup_clips")
-                 if settings.source_events == "eventbridge" else
-                 app.on_s3_event(bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"],
-                                 name="cleanup_clips"))
+source_events = (
+    app.on_cw_event(cleanup.event_pattern(settings.source_bucket), name="cleanup_clips")
+    if settings.source_events == "eventbridge"
+    else app.on_s3_event(
+        bucket=settings.source_bucket, events=["s3:ObjectCreated:*", "s3:ObjectRemoved:*"], name="cleanup_clips"
+    )
+)
 
 
 @source_events
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
-    cleanup.handle_source_event(event.to_dict(), wiring.current().cleanup, request_id,
-                                wiring.current().indexer.for_invocation(event.context))
+    cleanup.handle_source_event(
+        event.to_dict(), wiring.current().cleanup, request_id, wiring.current().indexer.for_invocation(event.context)
+    )
 
 
 cleanup_clips.event_class = cleanup.AnySourceEvent  # either shape reaches the handler, whichever trigger is deployed

@@ -7,6 +7,7 @@ Starts moto's S3 server on 127.0.0.1, puts a short MP3 episode and warms its cli
 processes from ``exec`` to the answer (interpreter start included) and prints the median and spread in ms:
 wall time, and CPU time (user + system of the child, which a busy shared machine disturbs far less).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,7 +28,8 @@ GUID = "0e983347-7815-4b62-87a6-84d988a772b7"
 SOURCE_BUCKET, CLIPS_BUCKET = "pod-insights-raw", "pod-insights-clips"
 KEY = f"demo/{GUID}/audio/episode.mp3"
 
-CHILD = """
+CHILD = (
+    """
 import time, os
 started = time.perf_counter()
 import app
@@ -41,7 +43,9 @@ import json, sys
 body = json.loads(response.body)
 print("RESULT " + json.dumps({"import_ms": (imported - started) * 1000, "serve_ms": (done - imported) * 1000,
                               "cache_hit": body["cache_hit"]}))
-""" % GUID
+"""
+    % GUID
+)
 
 
 def _free_port() -> int:
@@ -54,20 +58,25 @@ def _child(env: Dict[str, str], app_dir: str) -> Dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     env = {**env, "PYTHONPATH": app_dir}
-    out = subprocess.run([sys.executable, "-c", CHILD], env=env, cwd=app_dir, capture_output=True, text=True,
-                         check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", CHILD], env=env, cwd=app_dir, capture_output=True, text=True, check=True
+    )
     wall = (time.perf_counter() - started) * 1000
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) * 1000
     line = next(line for line in out.stdout.splitlines() if line.startswith("RESULT "))
-    return {**json.loads(line[len("RESULT "):]), "wall_ms": wall, "cpu_ms": cpu}
+    return {**json.loads(line[len("RESULT ") :]), "wall_ms": wall, "cpu_ms": cpu}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=7)
-    parser.add_argument("--compare", metavar="DIR", help="another checkout (say, an older commit's): its runs are "
-                        "interleaved with this one's and both are reported")
+    parser.add_argument(
+        "--compare",
+        metavar="DIR",
+        help="another checkout (say, an older commit's): its runs are "
+        "interleaved with this one's and both are reported",
+    )
     args = parser.parse_args()
     import boto3
     import imageio_ffmpeg
@@ -81,10 +90,26 @@ def main() -> None:
     try:
         endpoint = f"http://127.0.0.1:{port}"
         mp3 = os.path.join(work, "episode.mp3")
-        subprocess.run([imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=d=20",
-                        "-c:a", "libmp3lame", "-b:a", "128k", mp3], check=True)
-        s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                          aws_access_key_id="t", aws_secret_access_key="t")
+        subprocess.run(
+            [
+                imageio_ffmpeg.get_ffmpeg_exe(),
+                "-v",
+                "error",
+                "-f",
+                "lavfi",
+                "-i",
+                "sine=d=20",
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "128k",
+                mp3,
+            ],
+            check=True,
+        )
+        s3 = boto3.client(
+            "s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="t", aws_secret_access_key="t"
+        )
         for bucket in (SOURCE_BUCKET, CLIPS_BUCKET):
             s3.create_bucket(Bucket=bucket)
         s3.upload_file(mp3, SOURCE_BUCKET, KEY)
@@ -92,9 +117,14 @@ def main() -> None:
         with open(catalog, "w") as handle:
             json.dump([{"guid": GUID, "s3_audio_path": f"s3://{SOURCE_BUCKET}/{KEY}"}], handle)
         env = {k: v for k, v in os.environ.items() if k != "MONGODB_URI"}
-        env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="t", AWS_SECRET_ACCESS_KEY="t",
-                   AWS_DEFAULT_REGION="us-east-1", LOCAL_CATALOG_FILE=catalog,
-                   FFMPEG_PATH=imageio_ffmpeg.get_ffmpeg_exe())
+        env.update(
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="t",
+            AWS_SECRET_ACCESS_KEY="t",
+            AWS_DEFAULT_REGION="us-east-1",
+            LOCAL_CATALOG_FILE=catalog,
+            FFMPEG_PATH=imageio_ffmpeg.get_ffmpeg_exe(),
+        )
         warm = _child(env, ROOT)  # the miss that caches the clip
         assert not warm["cache_hit"]
         dirs = {"this": ROOT, **({"compare": os.path.abspath(args.compare)} if args.compare else {})}
@@ -107,8 +137,10 @@ def main() -> None:
             print(f"{name} ({dirs[name]}), {len(results)} fresh processes:")
             for key in ("wall_ms", "cpu_ms", "import_ms", "serve_ms"):
                 values = [r[key] for r in results]
-                print(f"  {key:10} median {statistics.median(values):7.1f}  min {min(values):7.1f}  "
-                      f"max {max(values):7.1f}")
+                print(
+                    f"  {key:10} median {statistics.median(values):7.1f}  min {min(values):7.1f}  "
+                    f"max {max(values):7.1f}"
+                )
     finally:
         server.stop()
 

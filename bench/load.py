@@ -2,6 +2,7 @@
 the demo episode) on 127.0.0.1, mixing cache hits and misses. Prints throughput, latency percentiles and the error
 count (which must be 0), then decodes every clip left in the bucket; writes bench/load.json. Not part of make test.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,9 +31,19 @@ HOT_STARTS = [i * 15_000 for i in range(10)]  # the clips most requests ask for:
 
 def start_stack(api_port: int, moto_port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, os.path.join(ROOT, "scripts", "run_local.py"), "--port", str(api_port),
-         "--moto-port", str(moto_port)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        [
+            sys.executable,
+            os.path.join(ROOT, "scripts", "run_local.py"),
+            "--port",
+            str(api_port),
+            "--moto-port",
+            str(moto_port),
+        ],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
     )
     deadline = time.monotonic() + 120
     for line in process.stdout:
@@ -65,8 +76,11 @@ def client(base: str, until: float, hit_share: float, seed: int) -> list:
             start, duration = rng.randrange(0, DEMO_MS - 1_000), rng.choice([5_000, 10_000, 30_000, 60_000])
         began = time.perf_counter()
         try:
-            response = session.get(f"{base}/api/v1/audio_clips/{GUID}",
-                                   params={"start_time_ms": start, "duration_ms": duration}, timeout=30)
+            response = session.get(
+                f"{base}/api/v1/audio_clips/{GUID}",
+                params={"start_time_ms": start, "duration_ms": duration},
+                timeout=30,
+            )
             status, hit = response.status_code, response.json().get("cache_hit") if response.ok else None
         except requests.RequestException as error:
             status, hit = f"error: {type(error).__name__}", None
@@ -80,8 +94,13 @@ def percentile(values, q):
 
 
 def validate_clips(moto_port: int) -> dict:
-    s3 = boto3.client("s3", endpoint_url=f"http://127.0.0.1:{moto_port}", region_name="us-east-1",
-                      aws_access_key_id="testing", aws_secret_access_key="testing")
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=f"http://127.0.0.1:{moto_port}",
+        region_name="us-east-1",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+    )
     pages = s3.get_paginator("list_objects_v2").paginate(Bucket="pod-insights-clips", Prefix=f"audio_clips/{GUID}/")
     keys = [o["Key"] for page in pages for o in page.get("Contents", []) if o["Key"].endswith(".mp3")]
     bad = []
@@ -119,12 +138,18 @@ def main() -> int:
             os.killpg(stack.pid, signal.SIGKILL)
     errors = [r for r in results if r["status"] != 200]
     report = {
-        "clients": args.clients, "seconds": round(elapsed, 1), "requests": len(results),
+        "clients": args.clients,
+        "seconds": round(elapsed, 1),
+        "requests": len(results),
         "throughput_rps": round(len(results) / elapsed, 1),
-        "hits": sum(1 for r in results if r["hit"] is True), "misses": sum(1 for r in results if r["hit"] is False),
-        "errors": len(errors), "error_kinds": sorted({str(r["status"]) for r in errors}),
-        "latency_ms": {k: round(percentile([r["ms"] for r in results], q), 1)
-                       for k, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))},
+        "hits": sum(1 for r in results if r["hit"] is True),
+        "misses": sum(1 for r in results if r["hit"] is False),
+        "errors": len(errors),
+        "error_kinds": sorted({str(r["status"]) for r in errors}),
+        "latency_ms": {
+            k: round(percentile([r["ms"] for r in results], q), 1)
+            for k, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99), ("max", 1.0))
+        },
         "miss_latency_ms_p50": round(statistics.median([r["ms"] for r in results if r["hit"] is False] or [0]), 1),
         "hit_latency_ms_p50": round(statistics.median([r["ms"] for r in results if r["hit"] is True] or [0]), 1),
         **validity,

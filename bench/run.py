@@ -12,6 +12,7 @@ different order each round (interleaved), and the report gives the median and th
 rounds. `make bench` writes bench/results.json and bench/results.png; `make bench-quick` (10-minute episodes,
 no 3-hour ones) writes bench/quick/ (untracked) and never touches the committed results.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -83,9 +84,29 @@ def episode_path(name: str) -> str:
 
 
 def _encode(seconds: float, rate: int, channels: int, options, out: str) -> None:
-    subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", SIGNAL.format(seconds=seconds),
-                    "-ar", str(rate), "-ac", str(channels), "-c:a", "libmp3lame", *options,
-                    "-compression_level", "9", out], check=True)
+    subprocess.run(
+        [
+            ffmpeg(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            SIGNAL.format(seconds=seconds),
+            "-ar",
+            str(rate),
+            "-ac",
+            str(channels),
+            "-c:a",
+            "libmp3lame",
+            *options,
+            "-compression_level",
+            "9",
+            out,
+        ],
+        check=True,
+    )
 
 
 def _joined(seconds: float, out: str) -> None:
@@ -110,18 +131,22 @@ def source_key(name: str) -> str:
 
 # ------------------------------------------------------------------ the worker: every method, one episode
 
+
 def worker(name: str, rounds: int, proxy: str) -> dict:
     """Warm-up, then ``rounds`` rounds of every method at every offset, interleaved; progress on stderr."""
     from chalicelib import wiring
 
     s3 = wiring.current().s3
-    methods = list(METHODS) if name in ("10min-cbr", "10min-vbr", "3h-cbr", "3h-vbr") else [
-        m for m in METHODS if m != "naive"]  # the joined episode asks how the service does, not the baselines
+    methods = (
+        list(METHODS)
+        if name in ("10min-cbr", "10min-vbr", "3h-cbr", "3h-vbr")
+        else [m for m in METHODS if m != "naive"]
+    )  # the joined episode asks how the service does, not the baselines
     runs: List[dict] = []
     sizes: Dict[float, int] = {}
     errors: Dict[str, str] = {}
     for number in range(rounds + 1):  # round 0 is the warm-up: connections, imports, the seek index
-        order = methods[number % len(methods):] + methods[:number % len(methods)]
+        order = methods[number % len(methods) :] + methods[: number % len(methods)]
         for fraction in OFFSETS:
             for method in order:
                 slow = method in ("naive", "ffmpeg-ss-url") and name.startswith("3h")
@@ -133,13 +158,27 @@ def worker(name: str, rounds: int, proxy: str) -> dict:
                     errors[method] = f"{type(error).__name__}: {error}"[:300]
                     continue
                 if number:
-                    runs.append({"method": method, "offset": fraction, "round": number, "ms": ms, "cpu_ms": cpu_ms,
-                                 "source_bytes": source_bytes})
+                    runs.append(
+                        {
+                            "method": method,
+                            "offset": fraction,
+                            "round": number,
+                            "ms": ms,
+                            "cpu_ms": cpu_ms,
+                            "source_bytes": source_bytes,
+                        }
+                    )
         done = [r for r in runs if r["round"] == number]
-        summary = ", ".join(f"{m} {statistics.median([r['ms'] for r in done if r['method'] == m]):.0f} ms"
-                            for m in methods if any(r["method"] == m for r in done))
-        print(f"  {name:12} {'warm-up' if number == 0 else f'round {number}/{rounds}'}: {summary or 'done'}",
-              file=sys.stderr, flush=True)
+        summary = ", ".join(
+            f"{m} {statistics.median([r['ms'] for r in done if r['method'] == m]):.0f} ms"
+            for m in methods
+            if any(r["method"] == m for r in done)
+        )
+        print(
+            f"  {name:12} {'warm-up' if number == 0 else f'round {number}/{rounds}'}: {summary or 'done'}",
+            file=sys.stderr,
+            flush=True,
+        )
     return {"episode": name, "runs": runs, "errors": errors}
 
 
@@ -166,8 +205,9 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
     elif method == "floor":
         size = sizes[fraction]
         offset = int(os.path.getsize(episode_path(name)) * fraction)
-        data = s3.get_object(Bucket=SOURCE_BUCKET, Key=source_key(name),
-                             Range=f"bytes={offset}-{offset + size - 1}")["Body"].read()
+        data = s3.get_object(Bucket=SOURCE_BUCKET, Key=source_key(name), Range=f"bytes={offset}-{offset + size - 1}")[
+            "Body"
+        ].read()
         s3.put_object(Bucket=CLIPS_BUCKET, Key=f"floor/{name}.bin", Body=data)
     elif method == "ffmpeg-ss-url":
         url = s3.generate_presigned_url("get_object", Params={"Bucket": SOURCE_BUCKET, "Key": source_key(name)})
@@ -176,8 +216,22 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
         with tempfile.NamedTemporaryFile(suffix=".mp3") as whole:
             s3.download_fileobj(SOURCE_BUCKET, source_key(name), whole)
             whole.flush()
-            _ffmpeg_cut(["-ss", f"{start_ms / 1000}", "-i", whole.name, "-t", f"{CLIP_MS / 1000}",
-                         "-c:a", "libmp3lame", "-b:a", "128k"], s3, name)
+            _ffmpeg_cut(
+                [
+                    "-ss",
+                    f"{start_ms / 1000}",
+                    "-i",
+                    whole.name,
+                    "-t",
+                    f"{CLIP_MS / 1000}",
+                    "-c:a",
+                    "libmp3lame",
+                    "-b:a",
+                    "128k",
+                ],
+                s3,
+                name,
+            )
     elapsed = (time.perf_counter() - started) * 1000
     return elapsed, _cpu_ms() - cpu_before, _stats(proxy)
 
@@ -230,8 +284,13 @@ def index_build(name: str) -> dict:
     except Exception as error:  # the engine may refuse an input (a join): report what it did
         return {"episode": name, "error": f"{type(error).__name__}: {error}"[:300]}
     elapsed = (time.perf_counter() - started) * 1000
-    return {"episode": name, "ms": elapsed, "frames": index.frames, "bytes_read": audio.bytes_read,
-            "index_json_bytes": len(json.dumps(index.to_json(), separators=(",", ":")))}
+    return {
+        "episode": name,
+        "ms": elapsed,
+        "frames": index.frames,
+        "bytes_read": audio.bytes_read,
+        "index_json_bytes": len(json.dumps(index.to_json(), separators=(",", ":"))),
+    }
 
 
 def cold_start(name: str) -> dict:
@@ -245,17 +304,27 @@ def cold_start(name: str) -> dict:
     start_ms = int(EPISODES[name][0] * 1000 * 0.5)
     hit = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms, CLIP_MS), time.monotonic() + 60)
     after_hit = time.perf_counter()
-    loaded = {"pymongo": "pymongo" in sys.modules, "ffmpeg_ran": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss > 0}
-    wiring.current().s3.delete_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{guid(name)}/{start_ms + 1000}-{start_ms + 1000 + CLIP_MS}.mp3")
+    loaded = {
+        "pymongo": "pymongo" in sys.modules,
+        "ffmpeg_ran": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss > 0,
+    }
+    wiring.current().s3.delete_object(
+        Bucket=CLIPS_BUCKET, Key=f"audio_clips/{guid(name)}/{start_ms + 1000}-{start_ms + 1000 + CLIP_MS}.mp3"
+    )
     miss = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms + 1000, CLIP_MS), time.monotonic() + 60)
     done = time.perf_counter()
     assert hit.cache_hit and not miss.cache_hit
-    return {"import_ms": (imported - started) * 1000, "first_hit_ms": (after_hit - imported) * 1000,
-            "first_miss_ms": (done - after_hit) * 1000, "hit_loaded_pymongo": loaded["pymongo"],
-            "hit_ran_ffmpeg": loaded["ffmpeg_ran"]}
+    return {
+        "import_ms": (imported - started) * 1000,
+        "first_hit_ms": (after_hit - imported) * 1000,
+        "first_miss_ms": (done - after_hit) * 1000,
+        "hit_loaded_pymongo": loaded["pymongo"],
+        "hit_ran_ffmpeg": loaded["ffmpeg_ran"],
+    }
 
 
 # ------------------------------------------------------------------ the driver
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
@@ -302,11 +371,23 @@ def run_all(quick: bool) -> None:
         env = _worker_env(endpoint, names, work)
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1",
-                     aws_access_key_id="bench", aws_secret_access_key="bench").create_bucket(Bucket=CLIPS_BUCKET)
-        report: dict = {"quick": quick, "rounds": rounds, "clip_ms": CLIP_MS, "offsets": OFFSETS, "labels": LABELS,
-                        "workers": [], "index_build": [], "episodes": {
-                            n: {"seconds": EPISODES[n][0], "bytes": os.path.getsize(p)} for n, p in paths.items()}}
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket=CLIPS_BUCKET)
+        report: dict = {
+            "quick": quick,
+            "rounds": rounds,
+            "clip_ms": CLIP_MS,
+            "offsets": OFFSETS,
+            "labels": LABELS,
+            "workers": [],
+            "index_build": [],
+            "episodes": {n: {"seconds": EPISODES[n][0], "bytes": os.path.getsize(p)} for n, p in paths.items()},
+        }
         for step, name in enumerate(names, 1):
             if not name.endswith("cbr"):
                 print(f"[{step}/{len(names)}] {name}: building its seek index ...", flush=True)
@@ -327,18 +408,28 @@ def _worker_env(endpoint: str, names: List[str], work: str) -> Dict[str, str]:
         json.dump([{"guid": guid(n), "s3_audio_path": f"s3://{SOURCE_BUCKET}/{source_key(n)}"} for n in names], handle)
     env = dict(os.environ)
     env.pop("MONGODB_URI", None)
-    env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-               AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", SOURCE_BUCKET=SOURCE_BUCKET,
-               CLIPS_BUCKET=CLIPS_BUCKET, LOCAL_CATALOG_FILE=catalog, PYTHONPATH=ROOT,
-               SOURCE_ALLOWED_BUCKETS=SOURCE_BUCKET,
-               LOG_LEVEL="ERROR", POWERTOOLS_METRICS_DISABLED="true")  # no request lines or metrics in the output
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="bench",
+        AWS_SECRET_ACCESS_KEY="bench",
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_REGION="us-east-1",
+        SOURCE_BUCKET=SOURCE_BUCKET,
+        CLIPS_BUCKET=CLIPS_BUCKET,
+        LOCAL_CATALOG_FILE=catalog,
+        PYTHONPATH=ROOT,
+        SOURCE_ALLOWED_BUCKETS=SOURCE_BUCKET,
+        LOG_LEVEL="ERROR",
+        POWERTOOLS_METRICS_DISABLED="true",
+    )  # no request lines or metrics in the output
     return env
 
 
 def _job(arguments: List[str], env: Dict[str, str]) -> dict:
     """A worker process: its progress (stderr) passes through, its result is the last line of its stdout."""
-    result = subprocess.run([sys.executable, "-m", "bench.run", *arguments], env=env, cwd=ROOT,
-                            stdout=subprocess.PIPE, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.run", *arguments], env=env, cwd=ROOT, stdout=subprocess.PIPE, text=True
+    )
     if result.returncode != 0:
         raise RuntimeError(f"{arguments} failed (exit {result.returncode}); its output is above")
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -360,6 +451,7 @@ def _memory_mb() -> int:
 
 # ------------------------------------------------------------------ the report
 
+
 def summarise(report: dict, out: str) -> None:
     rows = []
     for entry in report["workers"]:
@@ -369,10 +461,19 @@ def summarise(report: dict, out: str) -> None:
                 if not runs:
                     continue
                 ms = [r["ms"] for r in runs]
-                rows.append({"episode": entry["episode"], "method": method, "offset": fraction, "rounds": len(runs),
-                             "median_ms": statistics.median(ms), "min_ms": min(ms), "max_ms": max(ms),
-                             "median_cpu_ms": statistics.median(r["cpu_ms"] for r in runs),
-                             "source_bytes": int(statistics.median(r["source_bytes"] for r in runs))})
+                rows.append(
+                    {
+                        "episode": entry["episode"],
+                        "method": method,
+                        "offset": fraction,
+                        "rounds": len(runs),
+                        "median_ms": statistics.median(ms),
+                        "min_ms": min(ms),
+                        "max_ms": max(ms),
+                        "median_cpu_ms": statistics.median(r["cpu_ms"] for r in runs),
+                        "source_bytes": int(statistics.median(r["source_bytes"] for r in runs)),
+                    }
+                )
     report["table"] = rows
     report["errors"] = {e["episode"]: e["errors"] for e in report["workers"] if e["errors"]}
     report["ratios"] = ratios(rows, report["episodes"])
@@ -384,8 +485,12 @@ def summarise(report: dict, out: str) -> None:
         return 1000 * (ms / 1000 * mb / 1024 * LAMBDA_GB_SECOND_USD + LAMBDA_REQUEST_USD)
 
     report["lambda_cost_usd_per_1000"] = {
-        "memory_mb": memory, "miss": cost(miss, memory), "hit": cost(hit, memory),
-        "seed_miss": cost(SEED_MISS_MS, SEED_MEMORY_MB), "miss_ms_used": miss, "hit_ms_used": hit,
+        "memory_mb": memory,
+        "miss": cost(miss, memory),
+        "hit": cost(hit, memory),
+        "seed_miss": cost(SEED_MISS_MS, SEED_MEMORY_MB),
+        "miss_ms_used": miss,
+        "hit_ms_used": hit,
     }
     with open(os.path.join(out, "results.json"), "w") as handle:
         json.dump(report, handle, indent=2)
@@ -397,6 +502,7 @@ def summarise(report: dict, out: str) -> None:
 def ratios(rows: List[dict], episodes: Dict[str, dict]) -> Dict[str, Dict[str, float]]:
     """Per episode, each method's time over the service's miss: the sums over the four offsets of the medians, in
     wall time (what a caller waits) and in CPU time (the work done; stable when the machine is busy)."""
+
     def total(name: str, method: str, key: str) -> Optional[float]:
         values = [r[key] for r in rows if r["episode"] == name and r["method"] == method]
         return sum(values) if values else None
@@ -407,18 +513,26 @@ def ratios(rows: List[dict], episodes: Dict[str, dict]) -> Dict[str, Dict[str, f
             service = total(name, "service-miss", key)
             if not service:
                 continue
-            found.setdefault(name, {}).update({
-                f"{method}_over_service_miss{suffix}": value / service
-                for method in ("naive", "ffmpeg-ss-url", "floor") if (value := total(name, method, key))})
+            found.setdefault(name, {}).update(
+                {
+                    f"{method}_over_service_miss{suffix}": value / service
+                    for method in ("naive", "ffmpeg-ss-url", "floor")
+                    if (value := total(name, method, key))
+                }
+            )
     return found
 
 
 def print_table(report: dict) -> None:
-    print(f"\n{'episode':13} {'method':14} {'offset':>6} {'median ms':>10} {'min':>8} {'max':>8} {'CPU ms':>8} "
-          f"{'source bytes':>13}")
+    print(
+        f"\n{'episode':13} {'method':14} {'offset':>6} {'median ms':>10} {'min':>8} {'max':>8} {'CPU ms':>8} "
+        f"{'source bytes':>13}"
+    )
     for r in report["table"]:
-        print(f"{r['episode']:13} {r['method']:14} {r['offset'] * 100:5.0f}% {r['median_ms']:10.1f} {r['min_ms']:8.1f} "
-              f"{r['max_ms']:8.1f} {r['median_cpu_ms']:8.1f} {r['source_bytes']:13,d}")
+        print(
+            f"{r['episode']:13} {r['method']:14} {r['offset'] * 100:5.0f}% {r['median_ms']:10.1f} {r['min_ms']:8.1f} "
+            f"{r['max_ms']:8.1f} {r['median_cpu_ms']:8.1f} {r['source_bytes']:13,d}"
+        )
     print("\nratios (each method's medians summed over the offsets, over the service's miss; _cpu: in CPU time):")
     for name, values in report["ratios"].items():
         print(f"  {name:13} " + "  ".join(f"{k}={v:.2f}" for k, v in values.items()))
@@ -429,20 +543,31 @@ def print_table(report: dict) -> None:
         if "error" in entry:
             print(f"seek index, {entry['episode']}: not built: {entry['error']}")
         else:
-            print(f"seek index, {entry['episode']}: {entry['ms']:.0f} ms for {entry['frames']:,} frames "
-                  f"({entry['bytes_read']:,} bytes read; index {entry['index_json_bytes']:,} bytes of JSON)")
+            print(
+                f"seek index, {entry['episode']}: {entry['ms']:.0f} ms for {entry['frames']:,} frames "
+                f"({entry['bytes_read']:,} bytes read; index {entry['index_json_bytes']:,} bytes of JSON)"
+            )
     cold = report["cold_start"]
-    print(f"cold start: import {cold['import_ms']:.0f} ms, first hit {cold['first_hit_ms']:.0f} ms "
-          f"(pymongo loaded: {cold['hit_loaded_pymongo']}, FFmpeg ran: {cold['hit_ran_ffmpeg']}), "
-          f"first miss {cold['first_miss_ms']:.0f} ms")
+    print(
+        f"cold start: import {cold['import_ms']:.0f} ms, first hit {cold['first_hit_ms']:.0f} ms "
+        f"(pymongo loaded: {cold['hit_loaded_pymongo']}, FFmpeg ran: {cold['hit_ran_ffmpeg']}), "
+        f"first miss {cold['first_miss_ms']:.0f} ms"
+    )
     c = report["lambda_cost_usd_per_1000"]
-    print(f"Lambda cost per 1,000 at {c['memory_mb']} MB: misses ${c['miss']:.5f}, hits ${c['hit']:.5f}; "
-          f"seed system's misses (1,128 ms at 1 GB) ${c['seed_miss']:.5f}")
+    print(
+        f"Lambda cost per 1,000 at {c['memory_mb']} MB: misses ${c['miss']:.5f}, hits ${c['hit']:.5f}; "
+        f"seed system's misses (1,128 ms at 1 GB) ${c['seed_miss']:.5f}"
+    )
 
 
 # Okabe & Ito's palette: told apart with every common colour-vision deficiency.
-COLOURS = {"service-miss": "#0072B2", "service-hit": "#56B4E9", "floor": "#009E73", "ffmpeg-ss-url": "#E69F00",
-           "naive": "#D55E00"}
+COLOURS = {
+    "service-miss": "#0072B2",
+    "service-hit": "#56B4E9",
+    "floor": "#009E73",
+    "ffmpeg-ss-url": "#E69F00",
+    "naive": "#D55E00",
+}
 EPISODE_WORDS = {"cbr": "constant bitrate", "vbr": "variable bitrate", "joined": "joined parts (ad inserted)"}
 
 
@@ -473,10 +598,22 @@ def chart(report: dict, path: str) -> None:
                 low = min(r["min_ms"] for r in rows) / 1000
                 high = max(r["max_ms"] for r in rows) / 1000
                 y = e + (m - (len(METHODS) - 1) / 2) * height
-                axis.barh(y, median, height * 0.9, color=COLOURS[method], label=LABELS[method] if e == 0 else None,
-                          xerr=[[median - low], [high - median]], error_kw={"elinewidth": 0.8, "capsize": 2})
-                axis.text(high * 1.08, y, f"{median:.2f} s" if median >= 0.1 else f"{median * 1000:.0f} ms",
-                          va="center", fontsize=7)
+                axis.barh(
+                    y,
+                    median,
+                    height * 0.9,
+                    color=COLOURS[method],
+                    label=LABELS[method] if e == 0 else None,
+                    xerr=[[median - low], [high - median]],
+                    error_kw={"elinewidth": 0.8, "capsize": 2},
+                )
+                axis.text(
+                    high * 1.08,
+                    y,
+                    f"{median:.2f} s" if median >= 0.1 else f"{median * 1000:.0f} ms",
+                    va="center",
+                    fontsize=7,
+                )
         axis.set_yticks(range(len(names)), [EPISODE_WORDS[n.split("-", 1)[1]] for n in names])
         axis.invert_yaxis()
         axis.set_xscale("log")
@@ -487,8 +624,14 @@ def chart(report: dict, path: str) -> None:
     handles, labels = axes[0][0].get_legend_handles_labels()
     figure.legend(handles, labels, loc="lower center", ncol=2, fontsize=9, frameon=False)
     figure.suptitle(f"Cutting a 30-second clip out of a podcast episode\n{takeaway(report)}", fontsize=12)
-    figure.text(0.5, 0.86, "bars: median over clips at 1, 25, 50 and 95 % into the episode; whiskers: the fastest "
-                "and slowest run; the longer the bar, the slower", ha="center", fontsize=8)
+    figure.text(
+        0.5,
+        0.86,
+        "bars: median over clips at 1, 25, 50 and 95 % into the episode; whiskers: the fastest "
+        "and slowest run; the longer the bar, the slower",
+        ha="center",
+        fontsize=8,
+    )
     figure.tight_layout(rect=(0, 0.13, 1, 0.86))
     figure.savefig(path, dpi=110)
     plt.close(figure)

@@ -6,6 +6,7 @@ own ranged GET reads the whole object first (165 MB for 500 KB: ~120 ms), which 
 moto's cost. Everything else is forwarded to moto's server. ``GET /__stats__`` returns the source bytes sent so
 far; ``POST /__reset__`` zeroes them.
 """
+
 from __future__ import annotations
 
 import hashlib

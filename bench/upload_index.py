@@ -7,6 +7,7 @@ range semantics (moto's own ranged GET reads the whole object first); the clips 
 behind it. ``prepare_episode`` (the function cleanup_clips calls) runs in a fresh worker process, so its peak RSS
 is the function's: the interpreter, boto3, the app's modules and the build.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,26 @@ def episode_path(name: str) -> str:
     path = os.path.join(CACHE, "episode-3h-joined.mp3")
     if not os.path.exists(path):
         preroll = os.path.join(CACHE, "preroll-mono.mp3")
-        subprocess.run([ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", SIGNAL.format(seconds=15), "-ac", "1",
-                        "-c:a", "libmp3lame", "-b:a", "64k", preroll], check=True)
+        subprocess.run(
+            [
+                ffmpeg(),
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                SIGNAL.format(seconds=15),
+                "-ac",
+                "1",
+                "-c:a",
+                "libmp3lame",
+                "-b:a",
+                "64k",
+                preroll,
+            ],
+            check=True,
+        )
         with open(path + ".part", "wb") as out:
             for part in (preroll, uniform_path("3h-cbr")):
                 with open(part, "rb") as handle:
@@ -51,17 +70,24 @@ def worker(name: str) -> dict:
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     current = wiring.current()
     started, cpu_started = time.perf_counter(), time.process_time()
-    prepared = prepare_episode(current.s3, current.clip_store, SOURCE_BUCKET, source_key(name), guid(name),
-                               time.monotonic() + 600)
+    prepared = prepare_episode(
+        current.s3, current.clip_store, SOURCE_BUCKET, source_key(name), guid(name), time.monotonic() + 600
+    )
     elapsed, cpu = time.perf_counter() - started, time.process_time() - cpu_started
     index = current.clip_store.artefact(guid(name), "seek-index.json").load() or {}
     misses = [first_miss(name, offset) for offset in (0.25, 0.5, 0.95)]
-    return {"episode": name, "outcome": prepared.outcome, "error": prepared.error,
-            "ms": round(elapsed * 1000), "cpu_ms": round(cpu * 1000),
-            "source_bytes_read": prepared.source_bytes_read, "index_json_bytes": len(json.dumps(index)),
-            "rss_before_build_mb": round(before / 1024, 1),
-            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-            "first_misses": misses}
+    return {
+        "episode": name,
+        "outcome": prepared.outcome,
+        "error": prepared.error,
+        "ms": round(elapsed * 1000),
+        "cpu_ms": round(cpu * 1000),
+        "source_bytes_read": prepared.source_bytes_read,
+        "index_json_bytes": len(json.dumps(index)),
+        "rss_before_build_mb": round(before / 1024, 1),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "first_misses": misses,
+    }
 
 
 def first_miss(name: str, offset: float) -> dict:
@@ -71,9 +97,14 @@ def first_miss(name: str, offset: float) -> dict:
 
     start_ms = int(EPISODE_SECONDS * 1000 * offset)
     result = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms, 30_000), time.monotonic() + 25)
-    return {"offset": offset, "method": result.method, "index_built": result.index_built,
-            "source_bytes_read": result.source_bytes_read, "clip_bytes": result.clip_bytes,
-            "over_clip": (result.source_bytes_read or 0) - (result.clip_bytes or 0)}
+    return {
+        "offset": offset,
+        "method": result.method,
+        "index_built": result.index_built,
+        "source_bytes_read": result.source_bytes_read,
+        "clip_bytes": result.clip_bytes,
+        "over_clip": (result.source_bytes_read or 0) - (result.clip_bytes or 0),
+    }
 
 
 def main(names: list) -> None:
@@ -88,22 +119,41 @@ def main(names: list) -> None:
     proxy = S3Proxy(moto_port, {(SOURCE_BUCKET, source_key(n)): p for n, p in paths.items()}).start()
     try:
         endpoint = f"http://127.0.0.1:{proxy.port}"
-        env = dict(os.environ, AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="bench", AWS_SECRET_ACCESS_KEY="bench",
-                   AWS_DEFAULT_REGION="us-east-1", AWS_REGION="us-east-1", SOURCE_BUCKET=SOURCE_BUCKET,
-                   CLIPS_BUCKET=CLIPS_BUCKET, PYTHONPATH=ROOT)
+        env = dict(
+            os.environ,
+            AWS_ENDPOINT_URL=endpoint,
+            AWS_ACCESS_KEY_ID="bench",
+            AWS_SECRET_ACCESS_KEY="bench",
+            AWS_DEFAULT_REGION="us-east-1",
+            AWS_REGION="us-east-1",
+            SOURCE_BUCKET=SOURCE_BUCKET,
+            CLIPS_BUCKET=CLIPS_BUCKET,
+            PYTHONPATH=ROOT,
+        )
         env.pop("MONGODB_URI", None)
         catalog = os.path.join(CACHE, "upload-index-catalog.json")
         with open(catalog, "w") as handle:
-            json.dump([{"guid": guid(n), "s3_audio_path": f"s3://{SOURCE_BUCKET}/{source_key(n)}"} for n in names],
-                      handle)
+            json.dump(
+                [{"guid": guid(n), "s3_audio_path": f"s3://{SOURCE_BUCKET}/{source_key(n)}"} for n in names], handle
+            )
         env["LOCAL_CATALOG_FILE"] = catalog
         import boto3
 
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="bench",
-                     aws_secret_access_key="bench").create_bucket(Bucket=CLIPS_BUCKET)
+        boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            region_name="us-east-1",
+            aws_access_key_id="bench",
+            aws_secret_access_key="bench",
+        ).create_bucket(Bucket=CLIPS_BUCKET)
         for name in names:
-            result = subprocess.run([sys.executable, "-m", "bench.upload_index", "--worker", name], env=env,
-                                    cwd=ROOT, capture_output=True, text=True)
+            result = subprocess.run(
+                [sys.executable, "-m", "bench.upload_index", "--worker", name],
+                env=env,
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+            )
             if result.returncode != 0:
                 raise RuntimeError(result.stderr[-3000:])
             report = json.loads(result.stdout.strip().splitlines()[-1])

@@ -1,4 +1,5 @@
 """The HTTP face of the service: parameters in, the contract's answers out, and one log line per request."""
+
 from __future__ import annotations
 
 import contextvars
@@ -88,10 +89,17 @@ def clip_response(result: ClipResult, request: ParsedClipRequest, base_url: str)
     current = _current.get(None)
     generation_ms = round((time.perf_counter() - current.started) * 1000) if current else 0
     note(
-        episode_id=result.episode_id, cache_hit=result.cache_hit, method=result.method,
-        start_time_ms=result.start_ms, duration_ms=result.duration_ms, source_bytes_read=result.source_bytes_read,
-        source_requests=result.source_requests, clip_bytes=result.clip_bytes,
-        regenerated_stale=result.regenerated_stale, index_built=result.index_built, timings_ms=result.timings_ms,
+        episode_id=result.episode_id,
+        cache_hit=result.cache_hit,
+        method=result.method,
+        start_time_ms=result.start_ms,
+        duration_ms=result.duration_ms,
+        source_bytes_read=result.source_bytes_read,
+        source_requests=result.source_requests,
+        clip_bytes=result.clip_bytes,
+        regenerated_stale=result.regenerated_stale,
+        index_built=result.index_built,
+        timings_ms=result.timings_ms,
     )
     if request.redirect:
         return Response(body="", status_code=302, headers={"Location": result.clip_url, "Cache-Control": "no-store"})
@@ -183,7 +191,9 @@ def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins
     headers for allowed browser origins (errors included, so a web client can read them), and logs one line per
     request whatever happened."""
     context = getattr(request, "lambda_context", None)
-    request_id = getattr(context, "aws_request_id", None) or (request.context or {}).get("requestId") or str(uuid.uuid4())
+    request_id = (
+        getattr(context, "aws_request_id", None) or (request.context or {}).get("requestId") or str(uuid.uuid4())
+    )
     id_token = logs.request_id.set(request_id)
     state = _RequestState(time.perf_counter(), {"event": "request", "path": request.path, "request_id": request_id})
     state_token = _current.set(state)

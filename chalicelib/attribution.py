@@ -3,6 +3,7 @@
 Catalog text is untrusted: ``clean_text`` drops control and bidi-override characters and bounds its length, so
 that every place a title goes (the tag, the JSON answer, S3 metadata, the share page) gets the same, short text.
 """
+
 from __future__ import annotations
 
 import io
@@ -74,8 +75,14 @@ class ClipStory:
     episode_link: Optional[str] = None  # the episode's page or public audio, without a fragment
 
     @classmethod
-    def of(cls, start_ms: int, duration_ms: int, episode_title: Optional[str] = None,
-           podcast_title: Optional[str] = None, episode_link: Optional[str] = None) -> "ClipStory":
+    def of(
+        cls,
+        start_ms: int,
+        duration_ms: int,
+        episode_title: Optional[str] = None,
+        podcast_title: Optional[str] = None,
+        episode_link: Optional[str] = None,
+    ) -> "ClipStory":
         return cls(start_ms, duration_ms, clean_text(episode_title), clean_text(podcast_title), clean_url(episode_link))
 
     @property
@@ -106,8 +113,11 @@ class ClipStory:
         title = self.title
         if len(title) > SOUNDBITE_TITLE_CHARS:
             title = title[: SOUNDBITE_TITLE_CHARS - 1].rstrip() + "…"
-        return {"startTime": float(_seconds(self.start_ms)), "duration": float(_seconds(self.duration_ms)),
-                "title": title}
+        return {
+            "startTime": float(_seconds(self.start_ms)),
+            "duration": float(_seconds(self.duration_ms)),
+            "title": title,
+        }
 
 
 def id3_tag(story: ClipStory) -> bytes:
@@ -130,15 +140,15 @@ def id3_tag(story: ClipStory) -> bytes:
 def tagged(story: ClipStory, audio: bytes) -> bytes:
     """``audio`` with the clip's tag in front, in place of any ID3v2 tags it began with (FFmpeg's encoder writes
     one). What follows the tag is ``audio``'s own bytes, untouched."""
-    return id3_tag(story) + memoryview(audio)[leading_id3_bytes(audio):]  # one copy of the audio, not two
+    return id3_tag(story) + memoryview(audio)[leading_id3_bytes(audio) :]  # one copy of the audio, not two
 
 
 def leading_id3_bytes(data: bytes) -> int:
     """Bytes taken by the ID3v2 tags at the start of ``data`` (some writers put several in a row)."""
     position = 0
-    while data[position:position + 3] == b"ID3" and len(data) >= position + 10:
+    while data[position : position + 3] == b"ID3" and len(data) >= position + 10:
         size = 0
-        for byte in data[position + 6:position + 10]:
+        for byte in data[position + 6 : position + 10]:
             size = (size << 7) | (byte & 0x7F)
         position += 10 + size + (10 if data[position + 5] & 0x10 else 0)
     return min(position, len(data))

@@ -7,6 +7,7 @@ inside one run of uniform frames is a copy of the source's frames; a clip that s
 channels (an ad stitched into a show) is decoded from exactly the bytes it spans and encoded once by FFmpeg.
 Anything else (M4A/AAC, or what is not MP3) goes to FFmpeg over a pre-signed URL.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,17 @@ HEAD_BYTES = 16 * 1024
 INDEX_FORMAT = mp3.INDEX_FORMAT
 INDEX_EVERY = mp3.timeline.INDEX_EVERY
 
-__all__ = ["ClipAudio", "Mp3Source", "SeekIndex", "build_index", "cut_mp3", "load_or_build_index", "plan_samples",
-           "tagged_duration_ms", "duration_ms"]
+__all__ = [
+    "ClipAudio",
+    "Mp3Source",
+    "SeekIndex",
+    "build_index",
+    "cut_mp3",
+    "duration_ms",
+    "load_or_build_index",
+    "plan_samples",
+    "tagged_duration_ms",
+]
 
 
 @dataclass
@@ -94,12 +104,15 @@ def check_start(start_ms: int, episode_ms: int) -> None:
     (unless the episode is shorter, then a clip from 0 is all of it). A start at or beyond the end, or within the
     last MIN_CLIP_MS, is a BadRequest stating the episode's duration."""
     if start_ms >= episode_ms:
-        raise BadRequest(f"start_time_ms {start_ms} is at or beyond the end of the episode, "
-                         f"whose duration is {episode_ms} ms")
+        raise BadRequest(
+            f"start_time_ms {start_ms} is at or beyond the end of the episode, whose duration is {episode_ms} ms"
+        )
     latest = max(episode_ms - MIN_CLIP_MS, 0)
     if start_ms > latest:
-        raise BadRequest(f"start_time_ms {start_ms} leaves less than {MIN_CLIP_MS} ms of the episode, whose duration "
-                         f"is {episode_ms} ms: the latest start is {latest}")
+        raise BadRequest(
+            f"start_time_ms {start_ms} leaves less than {MIN_CLIP_MS} ms of the episode, whose duration "
+            f"is {episode_ms} ms: the latest start is {latest}"
+        )
 
 
 class _Recent:
@@ -131,11 +144,19 @@ def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
     """One streaming pass over the source (see ``chalicelib.mp3.timeline``)."""
     audio = source.audio
     try:
-        index = mp3.scan(source.stream(source.layout.audio_start), source.layout, audio.source.etag,
-                         audio.source.size, time.monotonic, deadline)
+        index = mp3.scan(
+            source.stream(source.layout.audio_start),
+            source.layout,
+            audio.source.etag,
+            audio.source.size,
+            time.monotonic,
+            deadline,
+        )
     except mp3.IndexTimeout as timeout:
-        raise ClipTimeout("Indexing the episode took too long; try again shortly",
-                          detail=f"seek index incomplete at byte {timeout.position} of {audio.source.size}") from None
+        raise ClipTimeout(
+            "Indexing the episode took too long; try again shortly",
+            detail=f"seek index incomplete at byte {timeout.position} of {audio.source.size}",
+        ) from None
     except mp3.NotMp3:
         raise Undecodable("The episode's source audio holds no MP3 frames") from None
     return index
@@ -155,15 +176,23 @@ def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadlin
     return index, built
 
 
-def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: EpisodeArtefact, deadline: float,
-            ffmpeg: Optional[Callable[[], Optional[str]]] = None) -> ClipAudio:
+def cut_mp3(
+    source: Mp3Source,
+    start_ms: int,
+    want_ms: int,
+    index_store: EpisodeArtefact,
+    deadline: float,
+    ffmpeg: Optional[Callable[[], Optional[str]]] = None,
+) -> ClipAudio:
     cbr = _cut_cbr(source, start_ms, want_ms)
     if cbr is not None:
         return cbr
     index, built = load_or_build_index(source, index_store, deadline)
     if index.frames < 2 or not index.duration_ticks:
-        raise Undecodable("The episode's source audio is too short to decode",
-                          detail=f"{index.frames} frames, {index.duration_ticks} ticks of audio")
+        raise Undecodable(
+            "The episode's source audio is too short to decode",
+            detail=f"{index.frames} frames, {index.duration_ticks} ticks of audio",
+        )
     first_tick, count_ticks = plan_samples(start_ms, want_ms, index.duration_ticks, TICKS_PER_SECOND)
     begin = first_tick + index.start_skip_ticks
     end = begin + count_ticks
@@ -188,6 +217,7 @@ def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, index_store: Episode
 
 
 # ---------------------------------------------------------------- the CBR fast path
+
 
 def _cut_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[ClipAudio]:
     """A CBR file cut by arithmetic, only where that is provably right: its Info tag's byte count matches the
@@ -217,8 +247,7 @@ def _cut_cbr(source: Mp3Source, start_ms: int, want_ms: int) -> Optional[ClipAud
     data = source.read(read_from, layout.audio_start + round(last_frame * exact) + slack)
     found = mp3.find_frame(data, max(0, expected - read_from - slack), expected - read_from + slack + 1)
     frames = _take(data, found, last_frame - first_frame) if found is not None else None
-    if frames is None or any(h.bitrate_index != header.bitrate_index or h.format != header.format
-                             for _, h in frames):
+    if frames is None or any(h.bitrate_index != header.bitrate_index or h.format != header.format for _, h in frames):
         log.warning("CBR arithmetic failed for %s; using a seek index", source.audio.source.key)
         return None
     piece = mp3.cut(frames, first_frame, first_sample, count)
@@ -233,13 +262,12 @@ def _frame_span(header: mp3.FrameHeader, first_sample: int, count: int, frames_t
     return first_frame, last_frame
 
 
-def _take(data: bytes, pos: int, count: int,
-          cut_short: bool = False) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
+def _take(data: bytes, pos: int, count: int, cut_short: bool = False) -> Optional[List[Tuple[bytes, mp3.FrameHeader]]]:
     """``count`` whole frames from ``pos``; with ``cut_short`` (the data ends the file), a last frame that the
     file cuts short is completed with zeros, as a decoder reads it."""
     frames = []
     for offset, header in mp3.walk_frames(data, pos):
-        frames.append((data[offset:offset + header.length], header))
+        frames.append((data[offset : offset + header.length], header))
         pos = offset + header.length
         if len(frames) == count:
             return frames
@@ -252,6 +280,7 @@ def _take(data: bytes, pos: int, count: int,
 
 
 # ---------------------------------------------------------------- through the seek index
+
 
 def _model(segment: Segment) -> mp3.FrameHeader:
     """A header of the segment's format at its smallest bitrate, with a CRC: the worst case for the reservoir."""
@@ -282,29 +311,40 @@ def _cut_run(source: Mp3Source, run: Sequence[Segment], every: int, first_sample
             stop = -(-hi // every)
             start = segment.checkpoints[checkpoint]
             end = segment.checkpoints[stop] if stop < len(segment.checkpoints) else segment.end
-            taken = _take(source.read(start, end), 0, hi - checkpoint * every,
-                          cut_short=end >= source.audio.source.size)
+            taken = _take(
+                source.read(start, end), 0, hi - checkpoint * every, cut_short=end >= source.audio.source.size
+            )
             if taken is None:
-                raise Undecodable("The episode's source audio has damaged frames at this position",
-                                  detail=f"frames {start}..{end} changed since the seek index was built")
-            frames.extend(taken[lo - checkpoint * every:])
+                raise Undecodable(
+                    "The episode's source audio has damaged frames at this position",
+                    detail=f"frames {start}..{end} changed since the seek index was built",
+                )
+            frames.extend(taken[lo - checkpoint * every :])
         at += segment.frames
     return mp3.cut(frames, first_frame, first_sample, count)
 
 
-def _reencode(pieces: Sequence[mp3.Cut], index: SeekIndex, count_ticks: int, deadline: float,
-              ffmpeg: Optional[Callable[[], Optional[str]]]) -> bytes:
+def _reencode(
+    pieces: Sequence[mp3.Cut],
+    index: SeekIndex,
+    count_ticks: int,
+    deadline: float,
+    ffmpeg: Optional[Callable[[], Optional[str]]],
+) -> bytes:
     """One uniform MP3 from pieces of different formats, in the format and bitrate of the episode's main part."""
     from chalicelib.ffmpeg import join_to_mp3
 
     binary = ffmpeg() if ffmpeg is not None else None
     if binary is None:
-        raise ServiceError("This service cannot cut across a change of sample rate: FFmpeg is missing",
-                           detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)")
+        raise ServiceError(
+            "This service cannot cut across a change of sample rate: FFmpeg is missing",
+            detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)",
+        )
     main = index.main_format()
     samples = round(count_ticks / main.ticks_per_sample)
-    return join_to_mp3(binary, [p.data for p in pieces], main.sample_rate, main.channels, main.bitrate,
-                       samples, deadline)
+    return join_to_mp3(
+        binary, [p.data for p in pieces], main.sample_rate, main.channels, main.bitrate, samples, deadline
+    )
 
 
 def tagged_duration_ms(data: bytes) -> int:

@@ -2,6 +2,7 @@
 
 pymongo is imported only when a catalog is first needed, so a cache hit's cold start never loads it.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -35,8 +36,13 @@ class Episode:
 class Catalog:
     """Handed a pymongo-compatible collection; turns every database fault into a 503 with Retry-After."""
 
-    def __init__(self, collection, retry_after_seconds: int, driver_errors: tuple = (Exception,),
-                 timeout: Optional[Callable[[float], ContextManager]] = None):
+    def __init__(
+        self,
+        collection,
+        retry_after_seconds: int,
+        driver_errors: tuple = (Exception,),
+        timeout: Optional[Callable[[float], ContextManager]] = None,
+    ):
         self._collection = collection
         self._retry_after = retry_after_seconds
         self._driver_errors = driver_errors
@@ -57,8 +63,15 @@ class Catalog:
             log.error("episode %s has a malformed s3_audio_path: %r", guid, doc.get("s3_audio_path"))
             raise NotFound(f"Episode {guid!r} has no source audio") from None
         feed = doc.get("raw_entry_original_feed") or {}
-        return Episode(guid, bucket, key, doc.get("podcast_title"), feed.get("episode_title"),
-                       _text(feed.get("link")), _enclosure_url(feed))
+        return Episode(
+            guid,
+            bucket,
+            key,
+            doc.get("podcast_title"),
+            feed.get("episode_title"),
+            _text(feed.get("link")),
+            _enclosure_url(feed),
+        )
 
     def _until(self, deadline: Optional[float]) -> ContextManager:
         if deadline is None or self._timeout is None:
@@ -88,8 +101,11 @@ def _enclosure_url(feed: dict) -> Optional[str]:
 
 
 def unavailable(error: Exception, retry_after_seconds: int) -> CatalogUnavailable:
-    return CatalogUnavailable("The episode catalog is unavailable; try again later",
-                              retry_after_seconds=retry_after_seconds, detail=f"{type(error).__name__}: {error}")
+    return CatalogUnavailable(
+        "The episode catalog is unavailable; try again later",
+        retry_after_seconds=retry_after_seconds,
+        detail=f"{type(error).__name__}: {error}",
+    )
 
 
 def mongo_client(settings: Settings):
@@ -119,8 +135,12 @@ def open_catalog(settings: Settings) -> Catalog:
             raise unavailable(error, settings.mongodb_retry_after_seconds) from None
     else:
         client = embedded_client(settings.local_catalog_file, settings.mongodb_db)
-    return Catalog(client[settings.mongodb_db][COLLECTION], settings.mongodb_retry_after_seconds, (PyMongoError,),
-                   _bounded(timeout, settings.mongodb_timeout_ms / 1000) if settings.mongodb_uri else None)
+    return Catalog(
+        client[settings.mongodb_db][COLLECTION],
+        settings.mongodb_retry_after_seconds,
+        (PyMongoError,),
+        _bounded(timeout, settings.mongodb_timeout_ms / 1000) if settings.mongodb_uri else None,
+    )
 
 
 def _bounded(timeout: Callable[[float], ContextManager], longest_s: float) -> Callable[[float], ContextManager]:

@@ -4,6 +4,7 @@ artefacts derived from the old audio, such as its seek index) are deleted.
 The events come in either shape (README, "Source events"): an S3 event notification (``Records``, keys URL-encoded)
 or an EventBridge event from S3 (``detail-type`` ``Object Created``/``Object Deleted``, one object per event).
 ``source_records`` reads both into the same records; everything after it does not know which shape it was."""
+
 from __future__ import annotations
 
 import logging
@@ -100,8 +101,12 @@ def source_records(event: Mapping[str, Any]) -> Iterator[SourceRecord]:
     elif event.get("source") == "aws.s3" and event.get("detail-type") in EVENTBRIDGE_DETAIL_TYPES:
         notification = S3EventBridgeNotificationEvent(dict(event))
         detail = notification.detail  # its object.key is decoded by Powertools
-        yield SourceRecord(detail.bucket.name, detail.object.key, EVENTBRIDGE_DETAIL_TYPES[notification.detail_type],
-                           notification.detail_type)
+        yield SourceRecord(
+            detail.bucket.name,
+            detail.object.key,
+            EVENTBRIDGE_DETAIL_TYPES[notification.detail_type],
+            notification.detail_type,
+        )
 
 
 class AnySourceEvent:
@@ -131,8 +136,9 @@ class Purged:
 Prepare = Callable[[str, str, str], "Prepared"]
 
 
-def handle_source_event(event: Mapping[str, Any], cleanup: ClipCleanup, request_id: str = "-",
-                        prepare: Optional[Prepare] = None) -> list[Purged]:
+def handle_source_event(
+    event: Mapping[str, Any], cleanup: ClipCleanup, request_id: str = "-", prepare: Optional[Prepare] = None
+) -> list[Purged]:
     """Every record of a source event, in either shape (delivered at least once, in any order: each purge is
     idempotent); after purging an episode whose audio was created, ``prepare`` readies what its next clip needs."""
     token = logs.request_id.set(request_id)
@@ -153,16 +159,35 @@ def _handle_record(record: SourceRecord, cleanup: ClipCleanup, prepare: Optional
     prepared = None
     if prepare is not None and episode_id and record.created:
         prepared = prepare(record.bucket, key, episode_id)
-    result = Purged(key, name, episode_id, deleted, round((time.perf_counter() - started) * 1000, 1),
-                    prepared.outcome if prepared else None)
-    logs.emit(log, logging.INFO, event="cleanup", s3_event=name, key=key, episode_id=episode_id,
-              clips_deleted=deleted, ms=result.ms, ignored=None if episode_id else "key outside the audio layout",
-              **_prepared_fields(prepared))
+    result = Purged(
+        key,
+        name,
+        episode_id,
+        deleted,
+        round((time.perf_counter() - started) * 1000, 1),
+        prepared.outcome if prepared else None,
+    )
+    logs.emit(
+        log,
+        logging.INFO,
+        event="cleanup",
+        s3_event=name,
+        key=key,
+        episode_id=episode_id,
+        clips_deleted=deleted,
+        ms=result.ms,
+        ignored=None if episode_id else "key outside the audio layout",
+        **_prepared_fields(prepared),
+    )
     return result
 
 
 def _prepared_fields(prepared: Optional["Prepared"]) -> dict:
     if prepared is None:
         return {}
-    return {"index": prepared.outcome, "index_ms": prepared.ms, "index_source_bytes_read": prepared.source_bytes_read,
-            "index_error": prepared.error}
+    return {
+        "index": prepared.outcome,
+        "index_ms": prepared.ms,
+        "index_source_bytes_read": prepared.source_bytes_read,
+        "index_error": prepared.error,
+    }

@@ -3,6 +3,7 @@
 A cache hit needs only S3: the clip's metadata names the source object and the ETag it was cut from, and a
 HEAD of the source tells whether it is still current. MongoDB is asked only on a miss.
 """
+
 from __future__ import annotations
 
 import logging
@@ -55,8 +56,15 @@ class ClipResult:
 
 
 class ClipService:
-    def __init__(self, s3, clips: ClipStore, catalog: Callable[[], Catalog], ffmpeg: Callable[[], Optional[str]], *,
-                 allowed_buckets: Tuple[str, ...]):
+    def __init__(
+        self,
+        s3,
+        clips: ClipStore,
+        catalog: Callable[[], Catalog],
+        ffmpeg: Callable[[], Optional[str]],
+        *,
+        allowed_buckets: Tuple[str, ...],
+    ):
         self._s3 = s3
         self._allowed_buckets = allowed_buckets  # SOURCE_ALLOWED_BUCKETS
         self._clips = clips
@@ -87,9 +95,17 @@ class ClipService:
         if current != stored.source_etag:
             return None, True
         url, expires = self._clips.presign(request.key, version=stored.source_etag)
-        return ClipResult(url, expires, True, request.episode_id, request.start_ms, stored.duration_ms,
-                          timings_ms=timer.laps, episode_title=stored.episode_title,
-                          podcast_title=stored.podcast_title), False
+        return ClipResult(
+            url,
+            expires,
+            True,
+            request.episode_id,
+            request.start_ms,
+            stored.duration_ms,
+            timings_ms=timer.laps,
+            episode_title=stored.episode_title,
+            podcast_title=stored.podcast_title,
+        ), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
         with until(deadline):  # the catalog's first use may fetch its secret from SSM
@@ -97,10 +113,16 @@ class ClipService:
         episode = catalog.find_episode(request.episode_id, deadline=deadline)
         timer.lap("catalog")
         if episode.source_bucket not in self._allowed_buckets:
-            log.error("episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",
-                      request.episode_id, episode.source_bucket, ",".join(self._allowed_buckets))
-            raise SourceNotAllowed("The episode's source audio is in a bucket this service may not read",
-                                   detail=f"s3://{episode.source_bucket}/{episode.source_key}")
+            log.error(
+                "episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",
+                request.episode_id,
+                episode.source_bucket,
+                ",".join(self._allowed_buckets),
+            )
+            raise SourceNotAllowed(
+                "The episode's source audio is in a bucket this service may not read",
+                detail=f"s3://{episode.source_bucket}/{episode.source_key}",
+            )
         for attempt in (1, 2):
             audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
             try:
@@ -119,7 +141,12 @@ class ClipService:
         url, expires = self._clips.presign(request.key, version=version)
         timer.lap("store")
         return ClipResult(
-            url, expires, False, request.episode_id, request.start_ms, duration,
+            url,
+            expires,
+            False,
+            request.episode_id,
+            request.start_ms,
+            duration,
             method=clip.method,
             source_bytes_read=audio.bytes_read if clip.method != "ffmpeg" else None,
             source_requests=audio.requests,
@@ -131,14 +158,22 @@ class ClipService:
             podcast_title=story.podcast_title,
         )
 
-    def _store(self, request: ClipRequest, clip: ClipAudio, audio: SourceAudio, stale: bool, deadline: float,
-               titles: Dict[str, Optional[str]]) -> Tuple[int, str]:
+    def _store(
+        self,
+        request: ClipRequest,
+        clip: ClipAudio,
+        audio: SourceAudio,
+        stale: bool,
+        deadline: float,
+        titles: Dict[str, Optional[str]],
+    ) -> Tuple[int, str]:
         """Store the clip; the duration and source ETag of the clip now stored. When another request stored it
         first (a lost conditional PUT), its clip is served, unless it was cut from another version of the source while ours
         is of the current one: then ours overwrites it."""
         source = audio.source
-        if self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline,
-                           titles):
+        if self._clips.put(
+            request.key, clip.data, source, request.episode_id, clip.duration_ms, stale, deadline, titles
+        ):
             return clip.duration_ms, source.etag
         winner = self._clips.lookup(request.key, deadline)
         if winner is None or winner.source_etag == source.etag:
@@ -146,8 +181,12 @@ class ClipService:
         if self._clips.current_etag(source.bucket, source.key, deadline) != source.etag:
             # ours is of an older version: the winner's may be current, and hits check
             return winner.duration_ms, winner.source_etag
-        log.info("clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
-                 request.key, winner.source_etag, source.etag)
+        log.info(
+            "clip %s stored by another request from source ETag %s; ours is of the current %s: replacing it",
+            request.key,
+            winner.source_etag,
+            source.etag,
+        )
         self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline, titles)
         return clip.duration_ms, source.etag
 
@@ -158,11 +197,15 @@ class ClipService:
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
             except ValueError as error:
-                raise Undecodable("The episode's source audio is damaged at this position", detail=str(error)) from error
+                raise Undecodable(
+                    "The episode's source audio is damaged at this position", detail=str(error)
+                ) from error
         ffmpeg = self._ffmpeg()
         if ffmpeg is None:
-            raise ServiceError("This service cannot decode non-MP3 audio: FFmpeg is missing",
-                               detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)")
+            raise ServiceError(
+                "This service cannot decode non-MP3 audio: FFmpeg is missing",
+                detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)",
+            )
         result = transcode_to_mp3(ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline)
         if result.episode_duration_ms is not None:
             check_start(request.start_ms, result.episode_duration_ms)  # the end-clamp rule, as for MP3
@@ -173,8 +216,9 @@ class ClipService:
 
 
 def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:
-    return ClipStory.of(start_ms, duration_ms, episode.episode_title, episode.podcast_title,
-                        episode.audio_url or episode.episode_url)
+    return ClipStory.of(
+        start_ms, duration_ms, episode.episode_title, episode.podcast_title, episode.audio_url or episode.episode_url
+    )
 
 
 class _Timer:

@@ -4,6 +4,7 @@ Callers that know the deadline wrap their calls in ``until(deadline)``; a ``befo
 ``left()`` and refuses an attempt that could not end in time. Outside ``until`` calls are bounded only by their
 client's timeouts.
 """
+
 from __future__ import annotations
 
 import contextvars

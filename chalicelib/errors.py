@@ -3,6 +3,7 @@
 Each error carries the contract's status, Chalice's error ``Code`` and a message safe to show a client
 (no hostnames, no credentials). ``detail`` is for the log only.
 """
+
 from __future__ import annotations
 
 from typing import Dict, Optional

@@ -1,4 +1,5 @@
 """FFmpeg: where the binary is, and transcoding a clip of what is not MP3 (M4A/AAC) into MP3."""
+
 from __future__ import annotations
 
 import functools
@@ -21,11 +22,15 @@ LAYER_FFMPEG = "/opt/bin/ffmpeg"
 _DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 _HTTP_MISSING = re.compile(r"HTTP error 404|Server returned 404")
 _HTTP_WRONG_REGION = re.compile(r"(?:HTTP error|Server returned) 400\b")  # a URL signed for another region
-_HTTP_FAULT = re.compile(r"HTTP error|Server returned|Connection refused|Connection reset|Connection timed out|timed out|"
-                         r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable|"
-                         r"Input/output error|\[tls @|SSL routines|certificate verify|handshake")  # TLS and network
-SYSTEM_CA_BUNDLES = ("/etc/pki/tls/certs/ca-bundle.crt",  # Amazon Linux 2023 (Lambda python3.12+)
-                     "/etc/ssl/certs/ca-certificates.crt")  # Debian, Ubuntu
+_HTTP_FAULT = re.compile(
+    r"HTTP error|Server returned|Connection refused|Connection reset|Connection timed out|timed out|"
+    r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable|"
+    r"Input/output error|\[tls @|SSL routines|certificate verify|handshake"
+)  # TLS and network
+SYSTEM_CA_BUNDLES = (
+    "/etc/pki/tls/certs/ca-bundle.crt",  # Amazon Linux 2023 (Lambda python3.12+)
+    "/etc/ssl/certs/ca-certificates.crt",
+)  # Debian, Ubuntu
 
 
 def find_ffmpeg(explicit: Optional[str]) -> Optional[str]:
@@ -64,9 +69,28 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
     with tempfile.TemporaryDirectory(prefix="clip-") as work:
         out = os.path.join(work, "clip.mp3")
         command = [
-            ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-rw_timeout", "5000000",
-            "-ss", f"{start_ms / 1000:.3f}", "-i", url, "-t", f"{duration_ms / 1000:.3f}",
-            "-map", "0:a:0", "-c:a", "libmp3lame", "-b:a", "128k", "-f", "mp3", "-y", out,
+            ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-nostats",
+            "-rw_timeout",
+            "5000000",
+            "-ss",
+            f"{start_ms / 1000:.3f}",
+            "-i",
+            url,
+            "-t",
+            f"{duration_ms / 1000:.3f}",
+            "-map",
+            "0:a:0",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            "-f",
+            "mp3",
+            "-y",
+            out,
         ]
         env = dict(os.environ)
         bundle = _ca_bundle()
@@ -76,8 +100,10 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
         try:
             result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
         except subprocess.TimeoutExpired:
-            raise ClipTimeout("Cutting the clip took too long; try again shortly",
-                              detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s") from None
+            raise ClipTimeout(
+                "Cutting the clip took too long; try again shortly",
+                detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s",
+            ) from None
         stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
         duration = _episode_duration_ms(stderr)
         data = Path(out).read_bytes() if os.path.exists(out) else b""
@@ -86,8 +112,11 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
         if _HTTP_MISSING.search(stderr):
             raise NotFound("The episode's source audio is missing from storage")
         if _HTTP_WRONG_REGION.search(stderr):
-            raise WrongRegion("S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
-                              "AWS region than the service", detail=stderr[-500:])
+            raise WrongRegion(
+                "S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
+                "AWS region than the service",
+                detail=stderr[-500:],
+            )
         if _HTTP_FAULT.search(stderr):
             raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
         raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
@@ -112,8 +141,9 @@ def _ca_bundle() -> Optional[str]:
         return next((path for path in SYSTEM_CA_BUNDLES if os.path.isfile(path)), None)
 
 
-def join_to_mp3(ffmpeg: str, pieces: Sequence[bytes], sample_rate: int, channels: int, bitrate: int, samples: int,
-                deadline: float) -> bytes:
+def join_to_mp3(
+    ffmpeg: str, pieces: Sequence[bytes], sample_rate: int, channels: int, bitrate: int, samples: int, deadline: float
+) -> bytes:
     """One MP3 of exactly ``samples`` samples at ``sample_rate`` and ``channels``: the ``pieces`` (gapless MP3
     files of other formats, e.g. a show and an ad stitched into it) decoded, resampled, joined and encoded once.
     Written to a file so that FFmpeg adds the Info header with the encoder delay and padding."""
@@ -125,22 +155,48 @@ def join_to_mp3(ffmpeg: str, pieces: Sequence[bytes], sample_rate: int, channels
             with open(path, "wb") as handle:
                 handle.write(data)
             inputs += ["-i", path]
-            chains.append(f"[{number}:a]aresample={sample_rate},"
-                          f"aformat=sample_fmts=fltp:sample_rates={sample_rate}:channel_layouts={layout}[p{number}]")
+            chains.append(
+                f"[{number}:a]aresample={sample_rate},"
+                f"aformat=sample_fmts=fltp:sample_rates={sample_rate}:channel_layouts={layout}[p{number}]"
+            )
         joined = "".join(f"[p{number}]" for number in range(len(pieces)))
-        graph = ";".join(chains) + f";{joined}concat=n={len(pieces)}:v=0:a=1," \
-                                   f"apad=whole_len={samples},atrim=end_sample={samples}[clip]"
+        graph = (
+            ";".join(chains) + f";{joined}concat=n={len(pieces)}:v=0:a=1,"
+            f"apad=whole_len={samples},atrim=end_sample={samples}[clip]"
+        )
         out = os.path.join(work, "clip.mp3")
         kbps = max(8, min(320, round(bitrate / 1000)))
-        command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", *inputs,
-                   "-filter_complex", graph, "-map", "[clip]", "-c:a", "libmp3lame", "-b:a", f"{kbps}k",
-                   "-ar", str(sample_rate), "-f", "mp3", "-y", out]
+        command = [
+            ffmpeg,
+            "-nostdin",
+            "-hide_banner",
+            "-nostats",
+            "-v",
+            "error",
+            *inputs,
+            "-filter_complex",
+            graph,
+            "-map",
+            "[clip]",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            f"{kbps}k",
+            "-ar",
+            str(sample_rate),
+            "-f",
+            "mp3",
+            "-y",
+            out,
+        ]
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started))
         except subprocess.TimeoutExpired:
-            raise ClipTimeout("Cutting the clip took too long; try again shortly",
-                              detail=f"ffmpeg (join) killed after {time.monotonic() - started:.1f}s") from None
+            raise ClipTimeout(
+                "Cutting the clip took too long; try again shortly",
+                detail=f"ffmpeg (join) killed after {time.monotonic() - started:.1f}s",
+            ) from None
         if result.returncode != 0 or not os.path.exists(out):
             stderr = result.stderr.decode("utf-8", "replace")
             log.warning("ffmpeg join failed (exit %s): %s", result.returncode, stderr[-2000:])

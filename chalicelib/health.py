@@ -5,6 +5,7 @@ State lives in S3 (``_health/state.json`` in the clips bucket) and is written wi
 overlapping runs cannot both claim the same change and both alert. A run never raises: Lambda would retry a failed
 scheduled invocation, and a retry would alert twice.
 """
+
 from __future__ import annotations
 
 import json
@@ -27,11 +28,14 @@ ATLAS_ACCEPT = "application/vnd.atlas.2024-08-05+json"
 
 # ------------------------------------------------------------------ probing MongoDB
 
+
 @dataclass
 class Probe:
     ok: bool
     latency_ms: float
-    diagnosis: str  # "ok", "DNS failure", "connection refused", "timeout", "authentication failed", "TLS error", "error"
+    diagnosis: (
+        str  # "ok", "DNS failure", "connection refused", "timeout", "authentication failed", "TLS error", "error"
+    )
     detail: str = ""
 
 
@@ -42,8 +46,14 @@ def ping_mongodb(uri: str, budget_ms: int) -> Probe:
     started = time.perf_counter()
     client: Any = None
     try:
-        client = MongoClient(uri, serverSelectionTimeoutMS=budget_ms, connectTimeoutMS=budget_ms,
-                             socketTimeoutMS=budget_ms, timeoutMS=budget_ms, appname="audio-clips-health")
+        client = MongoClient(
+            uri,
+            serverSelectionTimeoutMS=budget_ms,
+            connectTimeoutMS=budget_ms,
+            socketTimeoutMS=budget_ms,
+            timeoutMS=budget_ms,
+            appname="audio-clips-health",
+        )
         client.admin.command("ping")
         return Probe(True, _since(started), "ok")
     except Exception as error:  # every driver failure is a diagnosis, not a crash
@@ -60,12 +70,24 @@ def classify(error: Exception) -> str:
         return "authentication failed"
     if "SSL" in text or "TLS" in text or "CERTIFICATE" in text.upper():
         return "TLS error"
-    if ("DNS" in text or "Name or service not known" in text or "nodename nor servname" in text
-            or "Errno -2]" in text or "Errno -3]" in text or "Errno -5]" in text or "getaddrinfo" in text):
+    if (
+        "DNS" in text
+        or "Name or service not known" in text
+        or "nodename nor servname" in text
+        or "Errno -2]" in text
+        or "Errno -3]" in text
+        or "Errno -5]" in text
+        or "getaddrinfo" in text
+    ):
         return "DNS failure"
     if "Connection refused" in text or "Errno 111]" in text:
         return "connection refused"
-    if "timed out" in text or name in ("NetworkTimeout", "ExecutionTimeout", "WTimeoutError", "ServerSelectionTimeoutError"):
+    if "timed out" in text or name in (
+        "NetworkTimeout",
+        "ExecutionTimeout",
+        "WTimeoutError",
+        "ServerSelectionTimeoutError",
+    ):
         return "timeout"
     return "error"
 
@@ -75,6 +97,7 @@ def _since(started: float) -> float:
 
 
 # ------------------------------------------------------------------ the Atlas Admin API
+
 
 @dataclass
 class AtlasCluster:
@@ -140,6 +163,7 @@ class AtlasApi:
 
 # ------------------------------------------------------------------ state and alerts
 
+
 class HealthState:
     """The last known state, in S3, read with its ETag and written only if nobody wrote it since."""
 
@@ -167,10 +191,19 @@ class HealthState:
         """The new ETag, or None if another run wrote the state first."""
         condition = {"IfMatch": etag} if etag else {"IfNoneMatch": "*"}
         try:
-            response = self._s3.put_object(Bucket=self.bucket, Key=self.key, Body=json.dumps(state).encode(),
-                                           ContentType="application/json", **condition)
+            response = self._s3.put_object(
+                Bucket=self.bucket,
+                Key=self.key,
+                Body=json.dumps(state).encode(),
+                ContentType="application/json",
+                **condition,
+            )
         except ClientError as error:
-            if error.response.get("Error", {}).get("Code") in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+            if error.response.get("Error", {}).get("Code") in (
+                "PreconditionFailed",
+                "412",
+                "ConditionalRequestConflict",
+            ):
                 return None
             raise
         return response["ETag"]
@@ -182,8 +215,9 @@ class Alert:
     message: str
 
 
-def transition_alert(previous: Optional[dict], healthy: bool, diagnosis: str, detail: str, now: datetime,
-                     cluster: str) -> Optional[Alert]:
+def transition_alert(
+    previous: Optional[dict], healthy: bool, diagnosis: str, detail: str, now: datetime, cluster: str
+) -> Optional[Alert]:
     """The alert for this run's change of state, if it is one: healthy (or unknown) to unhealthy, unhealthy to
     healthy. Unknown to healthy is not news."""
     was = previous.get("healthy") if previous else None
@@ -192,8 +226,11 @@ def transition_alert(previous: Optional[dict], healthy: bool, diagnosis: str, de
             f"audio-clips: MongoDB catalog unreachable ({diagnosis})"[:100],
             f"The episode catalog ({cluster}) stopped answering at {_iso(now)}: {diagnosis}.\n"
             f"Cached clips are still served; new clips fail with 503 until it is back.\n\nDetail: {detail}\n"
-            + ("\nThe Atlas cluster is paused: resume it in Atlas (or set ATLAS_AUTO_RESUME=true).\n"
-               if diagnosis == "cluster paused" else ""),
+            + (
+                "\nThe Atlas cluster is paused: resume it in Atlas (or set ATLAS_AUTO_RESUME=true).\n"
+                if diagnosis == "cluster paused"
+                else ""
+            ),
         )
     if healthy and previous and was is False:
         since = _parse(previous.get("since")) or now
@@ -226,6 +263,7 @@ def _duration(delta) -> str:
 
 # ------------------------------------------------------------------ one run
 
+
 @dataclass
 class Outcome:
     healthy: bool
@@ -240,8 +278,15 @@ class Outcome:
     errors: Tuple[str, ...] = ()
 
 
-def run_check(ping: Callable[[], Probe], atlas: Optional[AtlasApi], auto_resume: bool, state: HealthState,
-              publish: Optional[Callable[[Alert], None]], cluster: str, now: Optional[datetime] = None) -> Outcome:
+def run_check(
+    ping: Callable[[], Probe],
+    atlas: Optional[AtlasApi],
+    auto_resume: bool,
+    state: HealthState,
+    publish: Optional[Callable[[Alert], None]],
+    cluster: str,
+    now: Optional[datetime] = None,
+) -> Outcome:
     now = now or datetime.now(timezone.utc)
     errors = []
     probe = ping()
@@ -315,7 +360,7 @@ def scheduled_run(wiring, request_id: str = "-") -> dict:
     try:
         settings = wiring.settings
         if settings.mongodb_uri:
-            ping = lambda: ping_mongodb(settings.mongodb_uri, settings.health_ping_budget_ms)  # noqa: E731
+            ping = lambda: ping_mongodb(settings.mongodb_uri, settings.health_ping_budget_ms)
         else:
             ping = lambda: _ping_catalog(wiring)  # the embedded catalog, in local runs
         outcome = run_check(
@@ -327,8 +372,12 @@ def scheduled_run(wiring, request_id: str = "-") -> dict:
             cluster=describe_cluster(settings),
         )
         result = asdict(outcome)
-        logs.emit(log, logging.WARNING if outcome.errors or not outcome.healthy else logging.INFO,
-                  event="health_check", **result)
+        logs.emit(
+            log,
+            logging.WARNING if outcome.errors or not outcome.healthy else logging.INFO,
+            event="health_check",
+            **result,
+        )
         return result
     except Exception as error:
         log.exception("health check failed")

@@ -14,6 +14,7 @@ takers only one wins.
 The holder releases it, once the index is stored or the build failed, by writing it expired (``If-Match`` on
 its own ETag, so a successor's lease is never touched).
 """
+
 from __future__ import annotations
 
 import logging
@@ -42,8 +43,9 @@ CLEANUP_MARGIN_S = 5.0  # what cleanup_clips keeps of its remaining time to log 
 Build = Callable[[Mp3Source, float], SeekIndex]
 
 
-def obtain_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: float,
-                 build: Optional[Build] = None) -> Tuple[SeekIndex, bool]:
+def obtain_index(
+    source: Mp3Source, index_store: EpisodeArtefact, deadline: float, build: Optional[Build] = None
+) -> Tuple[SeekIndex, bool]:
     """(the seek index of this version of the source, whether this call built it). Builds it only while
     holding the lease; otherwise waits for the holder's index, ClipTimeout (503) at ``deadline``."""
     build = build or build_index
@@ -67,9 +69,11 @@ def obtain_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: floa
                 lease.release()
         if time.monotonic() + pause > deadline - WAIT_MARGIN_S:
             wait = min(max(math.ceil(holder.expires_at - time.time()), 1), RETRY_AFTER_MAX_S)
-            raise ClipTimeout("The episode is being indexed; try again shortly", retry_after_seconds=wait,
-                              detail=f"waited for the seek index lease of {index_store.key}, held until "
-                                     f"{holder.expires_at:.0f}")
+            raise ClipTimeout(
+                "The episode is being indexed; try again shortly",
+                retry_after_seconds=wait,
+                detail=f"waited for the seek index lease of {index_store.key}, held until {holder.expires_at:.0f}",
+            )
         _pause(pause)
         pause = min(pause * 1.5, POLL_MAX_S)
 
@@ -158,6 +162,7 @@ class _Lease:
 
 # ------------------------------------------------------------------ at upload: cleanup_clips
 
+
 @dataclass
 class Prepared:
     outcome: str  # "built", "current" (already stored), "not-mp3", "source-gone", "failed"
@@ -166,16 +171,16 @@ class Prepared:
     error: Optional[str] = None
 
 
-def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id: str,
-                    deadline: float) -> Prepared:
+def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id: str, deadline: float) -> Prepared:
     """Build and store the seek index of an episode's new MP3 audio. Never raises: the index only saves the
     first miss a scan, and that miss builds it anyway; a failure is logged (the purge before it stands)."""
     started = time.perf_counter()
     audio: Optional[SourceAudio] = None
 
     def result(outcome: str, error: Optional[str] = None) -> Prepared:
-        return Prepared(outcome, round((time.perf_counter() - started) * 1000, 1),
-                        audio.bytes_read if audio else 0, error)
+        return Prepared(
+            outcome, round((time.perf_counter() - started) * 1000, 1), audio.bytes_read if audio else 0, error
+        )
 
     try:
         audio = SourceAudio.open(s3, bucket, key)
@@ -189,7 +194,7 @@ def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id
         return result("built" if built else "current")
     except NotFound:
         return result("source-gone")  # removed since: its own event purges again
-    except Exception as error:  # noqa: BLE001 (an optimisation failed; the purge must stand)
+    except Exception as error:
         detail = getattr(error, "detail", None) or repr(error)
         logs.emit(log, logging.ERROR, event="index_failed", episode_id=episode_id, key=key, error=detail)
         return result("failed", detail)

@@ -3,6 +3,7 @@
 The base is ``PUBLIC_BASE_URL`` when set (a custom domain); otherwise the scheme, host and stage path of the
 request being served, so that a link handed out behind API Gateway's ``/<stage>`` path keeps that path.
 """
+
 from __future__ import annotations
 
 from typing import Any, Mapping, Optional

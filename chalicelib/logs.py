@@ -8,6 +8,7 @@ Every module logs through the standard ``logging.getLogger(...)``; ``configure()
 
 ``emit(logger, level, **fields)`` writes one event line with ``fields`` at the top level (the request line).
 """
+
 from __future__ import annotations
 
 import contextvars
@@ -40,7 +41,6 @@ def cold_start(current: str) -> Optional[bool]:
 
 def _formatter() -> "LambdaPowertoolsFormatter":
     from aws_lambda_powertools.logging.formatter import LambdaPowertoolsFormatter
-    from aws_lambda_powertools.logging.types import PowertoolsLogRecord
 
     class RequestFormatter(LambdaPowertoolsFormatter):
         """Powertools' line, plus the invocation's keys, with ``emit``'s fields at the top level."""

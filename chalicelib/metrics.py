@@ -8,6 +8,7 @@ Per request (``record_request``): ``Requests``; ``Hits``; ``Misses``, ``MissLate
 (bytes), also by ``CutMethod``; ``Errors``, also by ``StatusCode`` (with ``Requests``). Per health check
 (``record_health``): ``MongoPingOk``, ``MongoPingLatencyMs`` and, when the Atlas API answered, ``AtlasClusterPaused``.
 """
+
 from __future__ import annotations
 
 import os

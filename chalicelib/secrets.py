@@ -5,6 +5,7 @@ so that a cold start serving a cache hit never pays for it. SSM calls are bounde
 ``SSM_ATTEMPTS`` x (connect + read timeout), about 6 s, once per process; inside ``deadlines.until`` no attempt
 starts that could not end before the deadline.
 """
+
 from __future__ import annotations
 
 import sys
@@ -19,8 +20,11 @@ SECRET_MAX_AGE_S = 900
 SSM_ATTEMPTS = 2
 SSM_CONNECT_TIMEOUT_S = 1
 SSM_READ_TIMEOUT_S = 2
-SSM_CONFIG = Config(connect_timeout=SSM_CONNECT_TIMEOUT_S, read_timeout=SSM_READ_TIMEOUT_S,
-                    retries={"mode": "standard", "total_max_attempts": SSM_ATTEMPTS})
+SSM_CONFIG = Config(
+    connect_timeout=SSM_CONNECT_TIMEOUT_S,
+    read_timeout=SSM_READ_TIMEOUT_S,
+    retries={"mode": "standard", "total_max_attempts": SSM_ATTEMPTS},
+)
 _PERMANENT = {"ParameterNotFound", "ParameterVersionNotFound", "AccessDeniedException", "InvalidKeyId"}
 _POWERTOOLS = "aws_lambda_powertools.utilities.parameters"
 
@@ -39,10 +43,12 @@ def fetch_secret(parameter: str, purpose: str) -> str:
         cause = error.__context__  # Powertools wraps every SDK error, the original stays the context
         code = str(getattr(cause, "response", {}).get("Error", {}).get("Code", ""))
         if code in _PERMANENT:
-            raise ConfigurationError(f"{purpose} cannot be read: SSM parameter {parameter} answers {code}",
-                                     detail=repr(cause)) from None
-        raise SecretUnavailable(f"{purpose} cannot be read right now; try again shortly",
-                                detail=f"SSM parameter {parameter}: {cause!r}") from None
+            raise ConfigurationError(
+                f"{purpose} cannot be read: SSM parameter {parameter} answers {code}", detail=repr(cause)
+            ) from None
+        raise SecretUnavailable(
+            f"{purpose} cannot be read right now; try again shortly", detail=f"SSM parameter {parameter}: {cause!r}"
+        ) from None
 
 
 def fetcher(purpose: str) -> Callable[[Iterable[str]], dict[str, str]]:

@@ -1,4 +1,5 @@
 """The service's configuration: read from the environment once, validated, then passed around as values."""
+
 from __future__ import annotations
 
 import os
@@ -94,9 +95,11 @@ class Settings:
             if not (text("ATLAS_PROJECT_ID", None) and text("ATLAS_CLUSTER_NAME", None)):
                 raise ConfigurationError("ATLAS_PROJECT_ID and ATLAS_CLUSTER_NAME go together: set both or neither")
             service_account = text("ATLAS_CLIENT_ID", None) and (
-                text("ATLAS_CLIENT_SECRET", None) or "ATLAS_CLIENT_SECRET" in parameters)
+                text("ATLAS_CLIENT_SECRET", None) or "ATLAS_CLIENT_SECRET" in parameters
+            )
             api_keys = text("ATLAS_PUBLIC_KEY", None) and (
-                text("ATLAS_PRIVATE_KEY", None) or "ATLAS_PRIVATE_KEY" in parameters)
+                text("ATLAS_PRIVATE_KEY", None) or "ATLAS_PRIVATE_KEY" in parameters
+            )
             if not (service_account or api_keys):
                 raise ConfigurationError(
                     "the Atlas check needs ATLAS_CLIENT_ID with ATLAS_CLIENT_SECRET (service account) "
@@ -126,18 +129,26 @@ class Settings:
             aws_endpoint_url=text("AWS_ENDPOINT_URL", None),
             aws_region=text("AWS_REGION", None) or text("AWS_DEFAULT_REGION", cls.aws_region),
             mongodb_timeout_ms=integer("MONGODB_TIMEOUT_MS", cls.mongodb_timeout_ms, 100, 3_000),
-            mongodb_retry_after_seconds=integer("MONGODB_RETRY_AFTER_SECONDS", cls.mongodb_retry_after_seconds, 1, 3_600),
+            mongodb_retry_after_seconds=integer(
+                "MONGODB_RETRY_AFTER_SECONDS", cls.mongodb_retry_after_seconds, 1, 3_600
+            ),
             health_check_rate_minutes=integer("HEALTH_CHECK_RATE_MINUTES", cls.health_check_rate_minutes, 1, 1_440),
             health_ping_budget_ms=integer("HEALTH_PING_BUDGET_MS", cls.health_ping_budget_ms, 200, 10_000),
-            cors_allow_origins=tuple(o.strip().rstrip("/") for o in (text("CORS_ALLOW_ORIGINS", "") or "").split(",")
-                                     if o.strip()),
+            cors_allow_origins=tuple(
+                o.strip().rstrip("/") for o in (text("CORS_ALLOW_ORIGINS", "") or "").split(",") if o.strip()
+            ),
             public_base_url=_base_url(text("PUBLIC_BASE_URL", None)),
             atlas=atlas,
             secret_parameters=parameters or None,
-            source_allowed_buckets=tuple(b.strip() for b in (text("SOURCE_ALLOWED_BUCKETS", "") or "").split(",")
-                                         if b.strip()) or (text("SOURCE_BUCKET", cls.source_bucket) or "",),
-            **_cloudfront(text("CLOUDFRONT_DOMAIN", None), text("CLOUDFRONT_KEY_PAIR_ID", None),
-                          text("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", None)),
+            source_allowed_buckets=tuple(
+                b.strip() for b in (text("SOURCE_ALLOWED_BUCKETS", "") or "").split(",") if b.strip()
+            )
+            or (text("SOURCE_BUCKET", cls.source_bucket) or "",),
+            **_cloudfront(
+                text("CLOUDFRONT_DOMAIN", None),
+                text("CLOUDFRONT_KEY_PAIR_ID", None),
+                text("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", None),
+            ),
             source_events=_choice("SOURCE_EVENTS", text("SOURCE_EVENTS", cls.source_events), SOURCE_EVENT_MODES),
             tracing=flag("TRACING"),
         )
@@ -145,19 +156,26 @@ class Settings:
     def with_secrets(self, fetch, only: Optional[Tuple[str, ...]] = None) -> "Settings":
         """These settings with each secret named by an SSM parameter filled in (``only`` those, when given);
         ``fetch(names) -> {name: value}``."""
-        wanted = {name: parameter for name, parameter in (self.secret_parameters or {}).items()
-                  if only is None or name in only}
+        wanted = {
+            name: parameter
+            for name, parameter in (self.secret_parameters or {}).items()
+            if only is None or name in only
+        }
         if not wanted:
             return self
         values = fetch(sorted(set(wanted.values())))
         secret = {name: values[parameter] for name, parameter in wanted.items()}
         atlas = self.atlas
         if atlas is not None:
-            atlas = replace(atlas, client_secret=secret.get("ATLAS_CLIENT_SECRET", atlas.client_secret),
-                            private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key))
+            atlas = replace(
+                atlas,
+                client_secret=secret.get("ATLAS_CLIENT_SECRET", atlas.client_secret),
+                private_key=secret.get("ATLAS_PRIVATE_KEY", atlas.private_key),
+            )
         rest = {name: parameter for name, parameter in (self.secret_parameters or {}).items() if name not in wanted}
-        return replace(self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas,
-                       secret_parameters=rest or None)
+        return replace(
+            self, mongodb_uri=secret.get("MONGODB_URI", self.mongodb_uri), atlas=atlas, secret_parameters=rest or None
+        )
 
 
 SOURCE_EVENT_MODES = ("eventbridge", "s3")
@@ -174,8 +192,9 @@ def _base_url(value: Optional[str]) -> Optional[str]:
         return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
-        raise ConfigurationError(f"PUBLIC_BASE_URL must be an http(s) URL with no query, such as "
-                                 f"https://clips.example.com, got {value!r}")
+        raise ConfigurationError(
+            f"PUBLIC_BASE_URL must be an http(s) URL with no query, such as https://clips.example.com, got {value!r}"
+        )
     return value.rstrip("/")
 
 
@@ -188,23 +207,35 @@ _SSM_NAME = re.compile(r"[A-Za-z0-9_.\-/]{1,2048}")
 def _cloudfront(domain: Optional[str], key_pair_id: Optional[str], parameter: Optional[str]) -> Dict[str, str]:
     """The CloudFront signing settings: all three together, or none (clip URLs are then pre-signed by S3)."""
     if domain is None:
-        for name, value in (("CLOUDFRONT_KEY_PAIR_ID", key_pair_id),
-                            ("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", parameter)):
+        for name, value in (
+            ("CLOUDFRONT_KEY_PAIR_ID", key_pair_id),
+            ("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", parameter),
+        ):
             if value is not None:
-                raise ConfigurationError(f"{name} is set but CLOUDFRONT_DOMAIN is not: set the distribution's "
-                                         "domain too, or unset both to serve S3 pre-signed URLs")
+                raise ConfigurationError(
+                    f"{name} is set but CLOUDFRONT_DOMAIN is not: set the distribution's "
+                    "domain too, or unset both to serve S3 pre-signed URLs"
+                )
         return {}
     if not _HOSTNAME.fullmatch(domain):
-        raise ConfigurationError(f"CLOUDFRONT_DOMAIN must be a host name without scheme or path, such as "
-                                 f"d111111abcdef8.cloudfront.net, got {domain[:100]!r}")
+        raise ConfigurationError(
+            f"CLOUDFRONT_DOMAIN must be a host name without scheme or path, such as "
+            f"d111111abcdef8.cloudfront.net, got {domain[:100]!r}"
+        )
     if key_pair_id is None or not _KEY_PAIR_ID.fullmatch(key_pair_id):
-        raise ConfigurationError("CLOUDFRONT_KEY_PAIR_ID is required with CLOUDFRONT_DOMAIN: the id of the "
-                                 "CloudFront public key (upper-case letters and digits, such as K2JCJMDEHXQW5F)"
-                                 + (f", got {key_pair_id[:100]!r}" if key_pair_id else ""))
+        raise ConfigurationError(
+            "CLOUDFRONT_KEY_PAIR_ID is required with CLOUDFRONT_DOMAIN: the id of the "
+            "CloudFront public key (upper-case letters and digits, such as K2JCJMDEHXQW5F)"
+            + (f", got {key_pair_id[:100]!r}" if key_pair_id else "")
+        )
     if parameter is None or not _SSM_NAME.fullmatch(parameter):
-        raise ConfigurationError("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER is required with CLOUDFRONT_DOMAIN: the name "
-                                 "of the SSM SecureString holding the private key (PEM), such as "
-                                 "/audio-clips/prod/cloudfront-private-key"
-                                 + (f", got {parameter[:100]!r}" if parameter else ""))
-    return {"cloudfront_domain": domain.lower(), "cloudfront_key_pair_id": key_pair_id,
-            "cloudfront_private_key_ssm_parameter": parameter}
+        raise ConfigurationError(
+            "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER is required with CLOUDFRONT_DOMAIN: the name "
+            "of the SSM SecureString holding the private key (PEM), such as "
+            "/audio-clips/prod/cloudfront-private-key" + (f", got {parameter[:100]!r}" if parameter else "")
+        )
+    return {
+        "cloudfront_domain": domain.lower(),
+        "cloudfront_key_pair_id": key_pair_id,
+        "cloudfront_private_key_ssm_parameter": parameter,
+    }

@@ -5,6 +5,7 @@ A page looks the episode up in the catalog (titles, the link back) and asks the 
 an unknown episode, a bad range or a start past the end answer the clip route's statuses, and the clip is cached
 by the time a listener presses play.
 """
+
 from __future__ import annotations
 
 import base64
@@ -56,13 +57,20 @@ class ClipPage:
     clip_origin: str  # where play_url redirects to: the pre-signed clip's scheme and host
 
 
-def clip_page(request: Any, wiring: Any, episode_id: str, query: Optional[Mapping[str, str]],
-              deadline: float) -> ClipPage:
+def clip_page(
+    request: Any, wiring: Any, episode_id: str, query: Optional[Mapping[str, str]], deadline: float
+) -> ClipPage:
     parsed = api.parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
     episode = wiring.catalog.find_episode(parsed.episode_id)
     result = wiring.clips.get_clip(parsed, deadline)
-    api.note(episode_id=result.episode_id, cache_hit=result.cache_hit, start_time_ms=result.start_ms,
-             duration_ms=result.duration_ms, clip_bytes=result.clip_bytes, timings_ms=result.timings_ms)
+    api.note(
+        episode_id=result.episode_id,
+        cache_hit=result.cache_hit,
+        start_time_ms=result.start_ms,
+        duration_ms=result.duration_ms,
+        clip_bytes=result.clip_bytes,
+        timings_ms=result.timings_ms,
+    )
     base = links.base_url(request, wiring.declared.public_base_url)
     args = (base, parsed.episode_id, parsed.start_ms, parsed.duration_ms)  # the clip as asked, as play_url names it
     share = links.share_url(*args)
@@ -78,6 +86,7 @@ def clip_page(request: Any, wiring: Any, episode_id: str, query: Optional[Mappin
 
 
 # ---------------------------------------------------------------- the routes
+
 
 def share_page(request: Any, wiring: Any, episode_id: str, deadline: float) -> Response:
     """``GET /clips/{episode_id}``: the share page, or an HTML error page with the clip route's status."""
@@ -101,7 +110,7 @@ def _page_or_error(request: Any, wiring: Any, episode_id: str, deadline: float) 
         return clip_page(request, wiring, episode_id, request.query_params, deadline)
     except ServiceError as error:
         return error_page(error)
-    except Exception as error:  # noqa: BLE001 - a page for people answers HTML whatever failed; logged in full
+    except Exception as error:
         log.exception("share page failed")
         return error_page(ServiceError("Something went wrong on our side; try again later", detail=repr(error)))
 
@@ -130,7 +139,7 @@ def oembed(request: Any, wiring: Any, deadline: float) -> Response:
         "provider_name": PROVIDER_NAME,
         "provider_url": base + "/",
         "html": f'<iframe src="{html.escape(page.embed_url, quote=True)}" width="{width}" height="{height}" '
-                f'title="{title}" style="border:0" loading="lazy"></iframe>',
+        f'title="{title}" style="border:0" loading="lazy"></iframe>',
         "width": width,
         "height": height,
         "cache_age": 300,
@@ -148,10 +157,12 @@ def _share_page_of(url: str, base: str) -> tuple:
     except ValueError:
         raise foreign from None
     prefix = home.path.rstrip("/") + links.SHARE_ROUTE
-    if (parts.scheme.lower(), parts.netloc.lower()) != (home.scheme.lower(), home.netloc.lower()) \
-            or not parts.path.startswith(prefix):
+    if (parts.scheme.lower(), parts.netloc.lower()) != (
+        home.scheme.lower(),
+        home.netloc.lower(),
+    ) or not parts.path.startswith(prefix):
         raise foreign
-    episode_id = unquote(parts.path[len(prefix):])
+    episode_id = unquote(parts.path[len(prefix) :])
     if not episode_id or "/" in episode_id:
         raise foreign
     return episode_id, dict(parse_qsl(parts.query))
@@ -167,6 +178,7 @@ def _bounded(query: Mapping[str, str], name: str, default: int) -> int:
 
 
 # ---------------------------------------------------------------- HTML
+
 
 def _e(text: str) -> str:
     """Escaped for HTML text and for a double-quoted attribute alike."""
@@ -184,14 +196,16 @@ def _head(title: str, extra: str = "") -> str:
 def _range_line(story: ClipStory) -> str:
     seconds = story.duration_ms / 1000
     length = f"{seconds:.0f} s" if seconds >= 10 else f"{seconds:.1f} s"
-    return (f'<p class="range">Clip from <time>{clock(story.start_ms)}</time> to '
-            f"<time>{clock(story.start_ms + story.duration_ms)}</time> · {length}</p>\n")
+    return (
+        f'<p class="range">Clip from <time>{clock(story.start_ms)}</time> to '
+        f"<time>{clock(story.start_ms + story.duration_ms)}</time> · {length}</p>\n"
+    )
 
 
 def _titles(story: ClipStory) -> str:
     podcast = f'<p class="podcast"><bdi>{_e(story.podcast_title)}</bdi></p>\n' if story.podcast_title else ""
     episode = _e(story.episode_title) if story.episode_title else "A podcast clip"
-    return f'{podcast}<h1><bdi>{episode}</bdi></h1>\n'
+    return f"{podcast}<h1><bdi>{episode}</bdi></h1>\n"
 
 
 def _meta(attribute: str, name: str, content: str) -> str:
@@ -227,14 +241,19 @@ def render_share(page: ClipPage) -> str:
     )
     moment = ""
     if story.link_at_moment:
-        moment = (f'<p><a href="{_e(story.link_at_moment)}" rel="noopener nofollow">'
-                  f"Listen to the full episode from {clock(story.start_ms)}</a></p>\n")
+        moment = (
+            f'<p><a href="{_e(story.link_at_moment)}" rel="noopener nofollow">'
+            f"Listen to the full episode from {clock(story.start_ms)}</a></p>\n"
+        )
     title = f"{story.title} · {story.podcast_title}" if story.podcast_title else story.title
     return (
         _head(title, head)
-        + "<body>\n<main>\n" + _titles(story) + _range_line(story)
+        + "<body>\n<main>\n"
+        + _titles(story)
+        + _range_line(story)
         + f'<audio controls preload="none" src="{_e(page.play_url)}"></audio>\n'
-        + moment + "</main>\n</body>\n</html>\n"
+        + moment
+        + "</main>\n</body>\n</html>\n"
     )
 
 
@@ -251,32 +270,45 @@ def render_embed(page: ClipPage) -> str:
     )
 
 
-_HEADINGS = {400: "This clip link is not valid", 404: "Clip not found", 422: "This episode's audio cannot be played",
-             501: "Not supported", 503: "Temporarily unavailable"}
+_HEADINGS = {
+    400: "This clip link is not valid",
+    404: "Clip not found",
+    422: "This episode's audio cannot be played",
+    501: "Not supported",
+    503: "Temporarily unavailable",
+}
 
 
 def error_page(error: ServiceError) -> Response:
     """An HTML page with the clip route's status, its message, and the log fields the middleware would note."""
     api.note(error=error.code, message=error.message, detail=error.detail)
     heading = _HEADINGS.get(error.status, "Something went wrong")
-    body = (_head(heading) + f"<body>\n<main>\n<h1>{_e(heading)}</h1>\n<p>{_e(error.message)}</p>\n"
-            "</main>\n</body>\n</html>\n")
+    body = (
+        _head(heading) + f"<body>\n<main>\n<h1>{_e(heading)}</h1>\n<p>{_e(error.message)}</p>\n"
+        "</main>\n</body>\n</html>\n"
+    )
     csp = f"default-src 'none'; style-src {_STYLE_SOURCE}; base-uri 'none'; form-action 'none'; frame-ancestors *"
     return _html(body, csp, {**error.headers, "Cache-Control": "no-store"}, status=error.status)
 
 
 def _csp(page: ClipPage, frame_ancestors: str) -> str:
     """Only what the page uses: its inline style (by hash) and the audio, from this service and where it redirects."""
-    return (f"default-src 'none'; style-src {_STYLE_SOURCE}; media-src 'self' {page.clip_origin}; "
-            f"base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}")
+    return (
+        f"default-src 'none'; style-src {_STYLE_SOURCE}; media-src 'self' {page.clip_origin}; "
+        f"base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
+    )
 
 
 def _html(body: str, csp: str, headers: Optional[Dict[str, str]] = None, status: int = 200) -> Response:
-    return Response(body=body, status_code=status, headers={
-        "Content-Type": "text/html; charset=utf-8",
-        "Content-Security-Policy": csp,
-        "X-Content-Type-Options": "nosniff",
-        "Referrer-Policy": "strict-origin-when-cross-origin",
-        "Cache-Control": PAGE_CACHE_CONTROL,
-        **(headers or {}),
-    })
+    return Response(
+        body=body,
+        status_code=status,
+        headers={
+            "Content-Type": "text/html; charset=utf-8",
+            "Content-Security-Policy": csp,
+            "X-Content-Type-Options": "nosniff",
+            "Referrer-Policy": "strict-origin-when-cross-origin",
+            "Cache-Control": PAGE_CACHE_CONTROL,
+            **(headers or {}),
+        },
+    )

@@ -5,6 +5,7 @@ CloudFront signed URL (canned policy) made with the distribution's key pair.
 S3 stops working when the credentials that signed it expire, whatever ``X-Amz-Expires`` says; a CloudFront URL
 depends only on the key pair, which does not expire (until it is rotated out of the key group).
 """
+
 from __future__ import annotations
 
 import math
@@ -124,9 +125,12 @@ def load_private_key(pem: str, variable: str) -> rsa.RSAPrivateKey:
     try:
         key = serialization.load_pem_private_key(pem.strip().encode(), password=None)
     except (ValueError, TypeError):
-        raise ConfigurationError(f"the parameter named by {variable} does not hold an unencrypted PEM private key "
-                                 "(openssl genrsa -out private_key.pem 2048)") from None
+        raise ConfigurationError(
+            f"the parameter named by {variable} does not hold an unencrypted PEM private key "
+            "(openssl genrsa -out private_key.pem 2048)"
+        ) from None
     if not isinstance(key, rsa.RSAPrivateKey):
-        raise ConfigurationError(f"the key in the parameter named by {variable} is not an RSA key: "
-                                 "CloudFront signs with RSA (2048 bits)")
+        raise ConfigurationError(
+            f"the key in the parameter named by {variable} is not an RSA key: CloudFront signs with RSA (2048 bits)"
+        )
     return key

@@ -1,4 +1,5 @@
 """S3: the source audio (read by byte range, every byte counted) and the clip cache (written whole or not at all)."""
+
 from __future__ import annotations
 
 import base64
@@ -16,8 +17,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib import deadlines
 from chalicelib.deadlines import until
-from chalicelib.errors import (AccessDenied, Archived, NotFound, ServiceError, StorageTimeout, StorageUnavailable,
-                               WrongRegion)
+from chalicelib.errors import (
+    AccessDenied,
+    Archived,
+    NotFound,
+    ServiceError,
+    StorageTimeout,
+    StorageUnavailable,
+    WrongRegion,
+)
 from chalicelib.signing import S3UrlSigner, UrlSigner
 
 log = logging.getLogger(__name__)
@@ -51,9 +59,11 @@ def refuse_late_attempts(request: Any, **kwargs: Any) -> None:
     end before the deadline of the call it belongs to is not sent; StorageTimeout (503) instead."""
     left = deadlines.left()
     if left is not None and left < ATTEMPT_BUDGET_S:
-        raise StorageTimeout("Audio storage did not answer in time; try again shortly",
-                             detail=f"{request.method} {str(request.url).split('?')[0]} not sent: {left:.1f} s left, "
-                                    f"an attempt may take {ATTEMPT_BUDGET_S} s")
+        raise StorageTimeout(
+            "Audio storage did not answer in time; try again shortly",
+            detail=f"{request.method} {str(request.url).split('?')[0]} not sent: {left:.1f} s left, "
+            f"an attempt may take {ATTEMPT_BUDGET_S} s",
+        )
 
 
 EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -121,13 +131,18 @@ def _failure(action: str, error: Exception) -> ServiceError:
     message = str(error.response.get("Error", {}).get("Message", ""))
     detail = f"{action}: {code}: {message}"[:500]
     if code.startswith("KMS.") or (code in _DENIED and "kms" in message.lower()):
-        return AccessDenied(f"Access denied {action}: the object is encrypted with a KMS key the service may not "
-                            "use (kms:Decrypt)", detail=detail)
+        return AccessDenied(
+            f"Access denied {action}: the object is encrypted with a KMS key the service may not use (kms:Decrypt)",
+            detail=detail,
+        )
     if code in _DENIED:
         return AccessDenied(f"Access denied {action}: the service's role may not read it", detail=detail)
     if code in _ARCHIVED:
-        return Archived(f"The episode's source audio is archived (S3 Glacier or an archive access tier) and must be "
-                        f"restored before clips can be cut ({action})", detail=detail)
+        return Archived(
+            f"The episode's source audio is archived (S3 Glacier or an archive access tier) and must be "
+            f"restored before clips can be cut ({action})",
+            detail=detail,
+        )
     if code in _WRONG_REGION:
         return WrongRegion(f"The bucket is in another AWS region than the service ({action})", detail=detail)
     return _unavailable(action, error)
@@ -145,8 +160,9 @@ class SourceAudio:
         self.requests = 1 if head else 0
 
     @classmethod
-    def open(cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024,
-             deadline: Optional[float] = None) -> "SourceAudio":
+    def open(
+        cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024, deadline: Optional[float] = None
+    ) -> "SourceAudio":
         """One ranged GET of the object's head: its bytes, and from the same answer its size and ETag."""
         try:
             with until(deadline):
@@ -260,9 +276,17 @@ class ClipStore:
         except BotoCoreError as error:
             raise _failure(action, error) from None
 
-    def put(self, key: str, data: bytes, source: SourceObject, episode_id: str, duration_ms: int,
-            replacing: bool, deadline: Optional[float] = None,
-            titles: Optional[Dict[str, Optional[str]]] = None) -> bool:
+    def put(
+        self,
+        key: str,
+        data: bytes,
+        source: SourceObject,
+        episode_id: str,
+        duration_ms: int,
+        replacing: bool,
+        deadline: Optional[float] = None,
+        titles: Optional[Dict[str, Optional[str]]] = None,
+    ) -> bool:
         """Store a clip in one request. A new clip never overwrites one another writer stored first
         (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
         metadata: Dict[str, str] = {
@@ -280,8 +304,13 @@ class ClipStore:
         try:
             with until(deadline):
                 self._s3.put_object(
-                    Bucket=self.bucket, Key=key, Body=data, ContentType="audio/mpeg",
-                    CacheControl=CLIP_CACHE_CONTROL, Metadata=metadata, **extra,
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType="audio/mpeg",
+                    CacheControl=CLIP_CACHE_CONTROL,
+                    Metadata=metadata,
+                    **extra,
                 )
         except ClientError as error:
             if _code(error) in _PRECONDITION or _code(error) == "ConditionalRequestConflict":
@@ -347,7 +376,9 @@ class EpisodeArtefact:
         try:
             with until(self.deadline):
                 self._s3.put_object(
-                    Bucket=self.bucket, Key=self.key, ContentType="application/json",
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    ContentType="application/json",
                     Body=json.dumps(document, separators=(",", ":")).encode(),
                 )
         except (ClientError, BotoCoreError, StorageTimeout) as error:
@@ -390,8 +421,11 @@ class EpisodeArtefact:
         try:
             with until(self.deadline):
                 response = self._s3.put_object(
-                    Bucket=self.bucket, Key=self.key, ContentType="application/json",
-                    Body=json.dumps(document, separators=(",", ":")).encode(), **condition,
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    ContentType="application/json",
+                    Body=json.dumps(document, separators=(",", ":")).encode(),
+                    **condition,
                 )
         except ClientError as error:
             # 412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a gone key

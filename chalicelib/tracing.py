@@ -3,6 +3,7 @@ for what it served, with boto3, botocore, requests and pymongo calls traced by P
 
 The Tracer (and the X-Ray SDK under it) is imported on the first traced invocation only: a stage without tracing,
 and a cold cache hit in any stage, never pays for the import."""
+
 from __future__ import annotations
 
 import functools

@@ -5,6 +5,7 @@ S3, the clip cache and FFmpeg are built from the declared settings alone; a secr
 fetched only by what needs it (the catalog, the Atlas check), so a cache hit and the shallow health check never
 depend on SSM.
 """
+
 from __future__ import annotations
 
 import functools
@@ -46,8 +47,12 @@ class Wiring:
         from chalicelib.signing import DeferredSigner
         from chalicelib.storage import ClipStore
 
-        return ClipStore(self.s3, self.declared.clips_bucket, self.declared.clip_url_ttl_seconds,
-                         DeferredSigner(lambda: self.url_signer))
+        return ClipStore(
+            self.s3,
+            self.declared.clips_bucket,
+            self.declared.clip_url_ttl_seconds,
+            DeferredSigner(lambda: self.url_signer),
+        )
 
     @functools.cached_property
     def url_signer(self):
@@ -61,8 +66,9 @@ class Wiring:
         parameter = declared.cloudfront_private_key_ssm_parameter or ""
         pem = secrets.fetch_secret(parameter, "The clip URL signing key (CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER)")
         key = signing.load_private_key(pem, "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER")
-        return signing.CloudFrontUrlSigner(declared.cloudfront_domain, declared.cloudfront_key_pair_id or "", key,
-                                           declared.clip_url_ttl_seconds)
+        return signing.CloudFrontUrlSigner(
+            declared.cloudfront_domain, declared.cloudfront_key_pair_id or "", key, declared.clip_url_ttl_seconds
+        )
 
     @functools.cached_property
     def cleanup(self):
@@ -109,8 +115,13 @@ class Wiring:
     def clips(self):
         from chalicelib.clips import ClipService
 
-        return ClipService(self.s3, self.clip_store, lambda: self.catalog, lambda: self.ffmpeg,
-                           allowed_buckets=self.declared.source_allowed_buckets)
+        return ClipService(
+            self.s3,
+            self.clip_store,
+            lambda: self.catalog,
+            lambda: self.ffmpeg,
+            allowed_buckets=self.declared.source_allowed_buckets,
+        )
 
 
 @functools.lru_cache(maxsize=1)

@@ -1,6 +1,7 @@
 """`make infra STAGE=dev|prod`: deploy infra/template.yaml (what Chalice does not own) as the stack
 ``audio-clips-infra-<stage>`` and record its outputs into the stage's environment variables in
 .chalice/config.json, the way chalice-workshop's recordresources.py does. boto3 honours AWS_ENDPOINT_URL."""
+
 from __future__ import annotations
 
 import argparse
@@ -9,7 +10,6 @@ import os
 import sys
 
 import boto3
-
 from stage import StageError, region, wait_for_stack  # infra/stage.py, beside this script
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -24,9 +24,12 @@ RECORDED = {  # stack output -> environment variable of the stage
     "CloudFrontPrivateKeySsmParameter": "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER",
 }
 CLOUDFRONT_SETTINGS = {  # key of infra/cloudfront-<stage>.json -> template parameter
-    "public_key_a": "CloudFrontPublicKeyA", "public_key_b": "CloudFrontPublicKeyB",  # paths of PEM files
-    "active_key": "CloudFrontActiveKey", "price_class": "CloudFrontPriceClass",
-    "domain_name": "ClipsDomainName", "certificate_arn": "ClipsCertificateArn",
+    "public_key_a": "CloudFrontPublicKeyA",
+    "public_key_b": "CloudFrontPublicKeyB",  # paths of PEM files
+    "active_key": "CloudFrontActiveKey",
+    "price_class": "CloudFrontPriceClass",
+    "domain_name": "ClipsDomainName",
+    "certificate_arn": "ClipsCertificateArn",
 }
 
 
@@ -86,8 +89,10 @@ def clip_delivery_parameters(path: str, cors_allow_origins: str) -> dict:
 
 def record_environment(config_path: str, stage: str, values: dict) -> None:
     """Set environment variables of one stage in a Chalice config file, leaving the rest as it was."""
-    update_config(config_path, lambda config: config["stages"].setdefault(stage, {})
-                  .setdefault("environment_variables", {}).update(values))
+    update_config(
+        config_path,
+        lambda config: config["stages"].setdefault(stage, {}).setdefault("environment_variables", {}).update(values),
+    )
 
 
 def forget(environment: dict, names: list) -> None:
@@ -120,13 +125,19 @@ def main() -> int:
     if not clips_bucket:
         print(f"CLIPS_BUCKET is not set for stage {args.stage} in {args.config}", file=sys.stderr)
         return 2
-    delivery = clip_delivery_parameters(args.cloudfront or os.path.join(ROOT, "infra", f"cloudfront-{args.stage}.json"),
-                                        environment.get("CORS_ALLOW_ORIGINS", ""))
+    delivery = clip_delivery_parameters(
+        args.cloudfront or os.path.join(ROOT, "infra", f"cloudfront-{args.stage}.json"),
+        environment.get("CORS_ALLOW_ORIGINS", ""),
+    )
     try:
         region_name = region(os.environ, args.region)
-        outputs = deploy(boto3.client("cloudformation", region_name=region_name), args.stage, clips_bucket,
-                         args.retention_days, {**delivery, "LogRetentionDays": args.log_retention_days,
-                                               "WithDashboard": str(args.dashboard).lower()})
+        outputs = deploy(
+            boto3.client("cloudformation", region_name=region_name),
+            args.stage,
+            clips_bucket,
+            args.retention_days,
+            {**delivery, "LogRetentionDays": args.log_retention_days, "WithDashboard": str(args.dashboard).lower()},
+        )
     except StageError as error:
         print(f"infra {args.stage}: {error}", file=sys.stderr)
         return 2

@@ -16,6 +16,7 @@
 
 boto3 takes credentials and ``AWS_ENDPOINT_URL`` from the environment; the region is checked up front.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,10 @@ CONFIG = ROOT / ".chalice" / "config.json"
 APP_NAME = "audio-clips"
 FUNCTIONS = ("api_handler", "cleanup_clips", "health_check")
 STATE_PREFIX = "chalice-state"  # s3://<LAYER_ARTIFACTS_BUCKET>/chalice-state/<stage>.json
-LAYER_ARN = re.compile(r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12})"
-                       r":layer:(?P<name>[A-Za-z0-9_-]+):(?P<version>\d+)$")
+LAYER_ARN = re.compile(
+    r"^arn:aws[a-z-]*:lambda:(?P<region>[a-z0-9-]+):(?P<account>\d{12})"
+    r":layer:(?P<name>[A-Za-z0-9_-]+):(?P<version>\d+)$"
+)
 
 
 class StageError(Exception):
@@ -46,6 +49,7 @@ class StageError(Exception):
 
 
 # ------------------------------------------------------------------ names, one place
+
 
 def function_name(stage: str, function: str) -> str:
     """The Lambda function Chalice deploys: the API's is ``audio-clips-<stage>``, the others add their name."""
@@ -79,6 +83,7 @@ def lock_key(stage: str) -> str:
 
 # ------------------------------------------------------------------ what is known before any AWS call
 
+
 def load_config(path: Path = CONFIG) -> dict[str, Any]:
     return json.loads(path.read_text())
 
@@ -94,8 +99,9 @@ def region(environ: Mapping[str, str], flag: str | None = None) -> str:
     """REGION=, else AWS_REGION, else AWS_DEFAULT_REGION: where every command of a stage goes."""
     value = (flag or environ.get("AWS_REGION") or environ.get("AWS_DEFAULT_REGION") or "").strip()
     if not value:
-        raise StageError("no AWS region: pass REGION=<region> (e.g. make deploy STAGE=dev REGION=eu-west-1) or "
-                         "export AWS_REGION")
+        raise StageError(
+            "no AWS region: pass REGION=<region> (e.g. make deploy STAGE=dev REGION=eu-west-1) or export AWS_REGION"
+        )
     if not re.fullmatch(r"[a-z]{2}(-[a-z]+)+-\d", value):
         raise StageError(f"REGION={value!r} is not an AWS region name such as eu-west-1")
     return value
@@ -122,19 +128,25 @@ def check_layer(config: Mapping[str, Any], stage: str, region_name: str) -> str:
     functions = config["stages"][stage].get("lambda_functions", {})
     layers = functions.get("api_handler", {}).get("layers") or []
     if not layers:
-        raise StageError(f"stage {stage}: api_handler has no FFmpeg layer configured (M4A clips and the health "
-                         f"check's FFmpeg test would fail in production): {fix}")
+        raise StageError(
+            f"stage {stage}: api_handler has no FFmpeg layer configured (M4A clips and the health "
+            f"check's FFmpeg test would fail in production): {fix}"
+        )
     for arn in layers:
         match = LAYER_ARN.match(arn)
         if not match:
             raise StageError(f"stage {stage}: api_handler's layer {arn!r} is not a layer version ARN: {fix}")
         expected = layer_name(stage, architecture(config, stage))
         if match["name"] != expected:
-            raise StageError(f"stage {stage}: api_handler's layer {arn} is not {expected}, the layer of this stage "
-                             f"and its lambda_architecture ({architecture(config, stage)}): {fix}")
+            raise StageError(
+                f"stage {stage}: api_handler's layer {arn} is not {expected}, the layer of this stage "
+                f"and its lambda_architecture ({architecture(config, stage)}): {fix}"
+            )
         if match["region"] != region_name:
-            raise StageError(f"stage {stage}: api_handler's layer {arn} is in {match['region']}, the deploy goes to "
-                             f"{region_name} (layers are regional): {fix}")
+            raise StageError(
+                f"stage {stage}: api_handler's layer {arn} is in {match['region']}, the deploy goes to "
+                f"{region_name} (layers are regional): {fix}"
+            )
     return layers[0]
 
 
@@ -147,14 +159,18 @@ def check(config: Mapping[str, Any], stage: str, region_name: str) -> dict[str, 
         if not environment.get(name, "").strip():
             problems.append(f"{name} is not set: set it under stages.{stage}.environment_variables")
     if not environment.get("LAYER_ARTIFACTS_BUCKET", "").strip():
-        problems.append(f"LAYER_ARTIFACTS_BUCKET is not set: run `make infra STAGE={stage} REGION={region_name}` and "
-                        "commit .chalice/config.json (the bucket also keeps the stage's deployed state)")
+        problems.append(
+            f"LAYER_ARTIFACTS_BUCKET is not set: run `make infra STAGE={stage} REGION={region_name}` and "
+            "commit .chalice/config.json (the bucket also keeps the stage's deployed state)"
+        )
     tracing = environment.get("TRACING", "false").strip().lower() == "true"
     xray = bool(config["stages"][stage].get("xray", config.get("xray", False)))
     if tracing != xray:
-        problems.append(f"TRACING is {str(tracing).lower()} but \"xray\" is {str(xray).lower()}: X-Ray is one stage "
-                        f"option, set both under stages.{stage} (\"xray\": true turns on Lambda's and API Gateway's "
-                        "tracing, TRACING=true the service's own subsegments)")
+        problems.append(
+            f'TRACING is {str(tracing).lower()} but "xray" is {str(xray).lower()}: X-Ray is one stage '
+            f"option, set both under stages.{stage} (\"xray\": true turns on Lambda's and API Gateway's "
+            "tracing, TRACING=true the service's own subsegments)"
+        )
     try:
         check_layer(config, stage, region_name)
     except StageError as error:
@@ -165,6 +181,7 @@ def check(config: Mapping[str, Any], stage: str, region_name: str) -> dict[str, 
 
 
 # ------------------------------------------------------------------ the IAM policies, generated
+
 
 def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, dict[str, Any]]:
     """Each function's least-privilege policy, from the stage's bucket names. Chalice's generator reads only
@@ -179,15 +196,22 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
 
     def own_logs(function: str) -> dict[str, Any]:
         group = f"arn:aws:logs:*:*:log-group:/aws/lambda/{function_name(stage, function)}"
-        return allow("OwnLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
-                     [group, f"{group}:*"])
+        return allow(
+            "OwnLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [group, f"{group}:*"]
+        )
 
     # Powertools Parameters reads one secret at a time (chalicelib/secrets.py)
     own_secrets = allow("OwnSecrets", ["ssm:GetParameter"], [f"arn:aws:ssm:*:*:parameter/{APP_NAME}/{stage}/*"])
     # a source bucket encrypted with a customer managed key: decrypt through S3 only, with the key of this alias
-    decrypt_source = allow("DecryptSourceAudioWithItsKmsKey", ["kms:Decrypt"], ["arn:aws:kms:*:*:key/*"],
-                           {"StringLike": {"kms:ViaService": "s3.*.amazonaws.com"},
-                            "ForAnyValue:StringEquals": {"kms:ResourceAliases": [f"alias/{APP_NAME}-{stage}-source-audio"]}})
+    decrypt_source = allow(
+        "DecryptSourceAudioWithItsKmsKey",
+        ["kms:Decrypt"],
+        ["arn:aws:kms:*:*:key/*"],
+        {
+            "StringLike": {"kms:ViaService": "s3.*.amazonaws.com"},
+            "ForAnyValue:StringEquals": {"kms:ResourceAliases": [f"alias/{APP_NAME}-{stage}-source-audio"]},
+        },
+    )
     statements = {
         "api_handler": [
             allow("ReadSourceAudio", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
@@ -205,17 +229,26 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
             allow("ReadSourceAudioToIndexIt", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
             allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
             decrypt_source,
-            allow("ReadWriteSeekIndexAndLease", ["s3:GetObject", "s3:PutObject"],
-                  [f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.json",
-                   f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.lease"]),
+            allow(
+                "ReadWriteSeekIndexAndLease",
+                ["s3:GetObject", "s3:PutObject"],
+                [
+                    f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.json",
+                    f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.lease",
+                ],
+            ),
             allow("SendFailedEvents", ["sqs:SendMessage"], [f"arn:aws:sqs:*:*:{cleanup_failures_queue(stage)}"]),
             own_logs("cleanup_clips"),
         ],
         "health_check": [
             allow("PublishAlerts", ["sns:Publish"], [f"arn:aws:sns:*:*:{APP_NAME}-alerts-{stage}"]),
             allow("KeepHealthState", ["s3:GetObject", "s3:PutObject"], [f"arn:aws:s3:::{clips}/_health/*"]),
-            allow("MissingStateIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"],
-                  {"StringLike": {"s3:prefix": ["_health/*"]}}),
+            allow(
+                "MissingStateIs404",
+                ["s3:ListBucket"],
+                [f"arn:aws:s3:::{clips}"],
+                {"StringLike": {"s3:prefix": ["_health/*"]}},
+            ),
             own_secrets,
             own_logs("health_check"),
         ],
@@ -247,6 +280,7 @@ def write_policies(config_path: Path, stage: str) -> list[Path]:
 
 
 # ------------------------------------------------------------------ progress while AWS works
+
 
 def say(message: str) -> None:
     print(message, flush=True)
@@ -281,6 +315,7 @@ def wait_for_stack(cloudformation, name: str, poll_s: float = 5.0, report: Calla
 
 # ------------------------------------------------------------------ the deployed state, shared through S3
 
+
 def state_file(project: Path, stage: str) -> Path:
     return project / ".chalice" / "deployed" / f"{stage}.json"
 
@@ -304,8 +339,13 @@ def pull_state(s3, bucket: str, stage: str, project: Path) -> bool:
 
 
 def push_state(s3, bucket: str, stage: str, project: Path) -> None:
-    s3.put_object(Bucket=bucket, Key=state_key(stage), Body=state_file(project, stage).read_bytes(),
-                  ContentType="application/json", ServerSideEncryption="AES256")
+    s3.put_object(
+        Bucket=bucket,
+        Key=state_key(stage),
+        Body=state_file(project, stage).read_bytes(),
+        ContentType="application/json",
+        ServerSideEncryption="AES256",
+    )
 
 
 @contextlib.contextmanager
@@ -314,16 +354,20 @@ def deploy_lock(s3, bucket: str, stage: str) -> Iterator[None]:
     conditional PUT), removed when the command ends, even by an error."""
     from botocore.exceptions import ClientError
 
-    holder = {"by": f"{getpass.getuser()}@{socket.gethostname()}", "since": time.strftime("%Y-%m-%dT%H:%M:%SZ",
-                                                                                        time.gmtime())}
+    holder = {
+        "by": f"{getpass.getuser()}@{socket.gethostname()}",
+        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     try:
         s3.put_object(Bucket=bucket, Key=lock_key(stage), Body=json.dumps(holder).encode(), IfNoneMatch="*")
     except ClientError as error:
         if error.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
             raise
         current = s3.get_object(Bucket=bucket, Key=lock_key(stage))["Body"].read().decode()
-        raise StageError(f"stage {stage} is being deployed elsewhere ({current}); wait for it, or, if that deploy "
-                         f"died, remove the lock: aws s3 rm s3://{bucket}/{lock_key(stage)}") from None
+        raise StageError(
+            f"stage {stage} is being deployed elsewhere ({current}); wait for it, or, if that deploy "
+            f"died, remove the lock: aws s3 rm s3://{bucket}/{lock_key(stage)}"
+        ) from None
     try:
         yield
     finally:
@@ -331,6 +375,7 @@ def deploy_lock(s3, bucket: str, stage: str) -> Iterator[None]:
 
 
 # ------------------------------------------------------------------ the commands
+
 
 def chalice(project: Path, *args: str, environ: Mapping[str, str]) -> None:
     executable = Path(sys.executable).parent / "chalice"
@@ -370,20 +415,27 @@ def enable_source_events(s3, bucket: str) -> bool:
     current.pop("ResponseMetadata", None)
     if "EventBridgeConfiguration" in current:
         return False
-    s3.put_bucket_notification_configuration(Bucket=bucket, NotificationConfiguration={
-        **current, "EventBridgeConfiguration": {}}, SkipDestinationValidation=True)
+    s3.put_bucket_notification_configuration(
+        Bucket=bucket,
+        NotificationConfiguration={**current, "EventBridgeConfiguration": {}},
+        SkipDestinationValidation=True,
+    )
     return True
 
 
 def uncommitted(project: Path) -> list[str]:
     """Files under .chalice/ (config and policies) that differ from the clone's last commit: what this deploy used
     and the next clone would not. Empty outside a git checkout."""
-    result = subprocess.run(["git", "status", "--porcelain", "-uall", "--", ".chalice"], cwd=project,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        ["git", "status", "--porcelain", "-uall", "--", ".chalice"], cwd=project, capture_output=True, text=True
+    )
     if result.returncode != 0:
         return []
-    return sorted(line[3:] for line in result.stdout.splitlines()
-                  if line[3:].endswith(".json") and not line[3:].startswith(".chalice/deployed/"))
+    return sorted(
+        line[3:]
+        for line in result.stdout.splitlines()
+        if line[3:].endswith(".json") and not line[3:].startswith(".chalice/deployed/")
+    )
 
 
 def send_cleanup_failures_to_queue(lambda_client, sqs, stage: str) -> str:
@@ -392,8 +444,11 @@ def send_cleanup_failures_to_queue(lambda_client, sqs, stage: str) -> str:
     queue_url = sqs.get_queue_url(QueueName=cleanup_failures_queue(stage))["QueueUrl"]
     queue_arn = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     name = function_name(stage, "cleanup_clips")
-    settings = {"FunctionName": name, "MaximumRetryAttempts": 2,
-                "DestinationConfig": {"OnFailure": {"Destination": queue_arn}}}
+    settings = {
+        "FunctionName": name,
+        "MaximumRetryAttempts": 2,
+        "DestinationConfig": {"OnFailure": {"Destination": queue_arn}},
+    }
     lambda_client.put_function_event_invoke_config(**settings)
     say(f"{name}: failed events go to {queue_arn}")
     return queue_arn
@@ -424,8 +479,10 @@ def destroy(stage: str, region_name: str, project: Path = ROOT, clients: Callabl
     status = wait_for_stack(cloudformation, stack_name(stage))
     if status != "DELETE_COMPLETE":
         raise StageError(f"stack {stack_name(stage)} ended {status}: see its events in the CloudFormation console")
-    say(f"retained (DeletionPolicy: Retain, delete by hand if meant): s3://{environment.get('CLIPS_BUCKET')}; "
-        f"untouched: the source bucket s3://{environment.get('SOURCE_BUCKET')} and its EventBridge setting")
+    say(
+        f"retained (DeletionPolicy: Retain, delete by hand if meant): s3://{environment.get('CLIPS_BUCKET')}; "
+        f"untouched: the source bucket s3://{environment.get('SOURCE_BUCKET')} and its EventBridge setting"
+    )
 
 
 def empty_bucket(s3, bucket: str) -> None:
@@ -439,8 +496,10 @@ def empty_bucket(s3, bucket: str) -> None:
             return
         raise
     for page in pages:
-        items = [{"Key": v["Key"], "VersionId": v["VersionId"]} for v in page.get("Versions", []) +
-                 page.get("DeleteMarkers", [])]
+        items = [
+            {"Key": v["Key"], "VersionId": v["VersionId"]}
+            for v in page.get("Versions", []) + page.get("DeleteMarkers", [])
+        ]
         if items:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": items, "Quiet": True})
     say(f"emptied s3://{bucket}")
@@ -474,11 +533,17 @@ def main(argv: list[str] | None = None) -> int:
             check(load_config(config_path), args.stage, region_name)
             say(f"stage {args.stage} is ready to deploy to {region_name}")
         elif args.command == "source-events":
-            bucket = required(stage_environment(load_config(config_path), args.stage), args.stage, "SOURCE_BUCKET",
-                              f"set it under stages.{args.stage}.environment_variables")
+            bucket = required(
+                stage_environment(load_config(config_path), args.stage),
+                args.stage,
+                "SOURCE_BUCKET",
+                f"set it under stages.{args.stage}.environment_variables",
+            )
             changed = enable_source_events(_clients(region_name)("s3"), bucket)
-            say(f"s3://{bucket}: {'now sends' if changed else 'already sent'} its events to EventBridge "
-                "(other notifications kept)")
+            say(
+                f"s3://{bucket}: {'now sends' if changed else 'already sent'} its events to EventBridge "
+                "(other notifications kept)"
+            )
         elif args.command == "deploy":
             deploy(args.stage, region_name, args.project)
         else:

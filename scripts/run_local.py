@@ -11,6 +11,7 @@
 Once the API answers its health check it prints `READY http://127.0.0.1:PORT` and commands to try.
 Ctrl-C (or SIGTERM/SIGHUP) stops everything it started and exits 0; if chalice local dies by itself it exits 1.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -18,6 +19,7 @@ import collections
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -25,7 +27,6 @@ import subprocess
 import sys
 import threading
 import time
-import re
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -249,7 +250,9 @@ def own_episode(path: Path, source_bucket: str) -> OwnEpisode:
         raise SetupError(f"AUDIO={path}: no such file")
     content_type = AUDIO_TYPES.get(path.suffix.lower())
     if content_type is None:
-        raise SetupError(f"AUDIO={path}: the service cuts MP3 and M4A/AAC ({', '.join(AUDIO_TYPES)}), not {path.suffix!r}")
+        raise SetupError(
+            f"AUDIO={path}: the service cuts MP3 and M4A/AAC ({', '.join(AUDIO_TYPES)}), not {path.suffix!r}"
+        )
     stem = re.sub(r"[^A-Za-z0-9._-]+", "-", path.stem).strip("-.")[:150] or "audio"
     guid = f"local:{stem}"
     key = f"local/{guid}/audio/{stem}{path.suffix.lower()}"
@@ -407,7 +410,9 @@ def stop_chalice(chalice: subprocess.Popen) -> None:
 
 
 def print_own_episode(base_url: str, episode: OwnEpisode) -> None:
-    clip = f"{base_url}/api/v1/audio_clips/{urllib.parse.quote(episode.guid, safe='')}?start_time_ms=0&duration_ms=30000"
+    clip = (
+        f"{base_url}/api/v1/audio_clips/{urllib.parse.quote(episode.guid, safe='')}?start_time_ms=0&duration_ms=30000"
+    )
     print(
         f"\nYour audio {episode.path} is episode {episode.guid}. Its first 30 s:\n"
         f"  curl -s '{clip}'\n"
@@ -489,9 +494,12 @@ def run(args: argparse.Namespace, stopper: Stopper) -> int:
             documents.append(own.document)
         catalog = write_catalog(documents)
         if os.environ.get("MONGODB_URI", "").strip():
-            print("catalog: MongoDB from MONGODB_URI (nothing is written to it). To try the local episodes there, "
-                  f"insert these documents into {os.environ.get('MONGODB_DB') or 'podinsight'}.episode_metadata: "
-                  f"{catalog.relative_to(REPO_ROOT)}", flush=True)
+            print(
+                "catalog: MongoDB from MONGODB_URI (nothing is written to it). To try the local episodes there, "
+                f"insert these documents into {os.environ.get('MONGODB_DB') or 'podinsight'}.episode_metadata: "
+                f"{catalog.relative_to(REPO_ROOT)}",
+                flush=True,
+            )
         else:
             print(f"catalog: {catalog.relative_to(REPO_ROOT)}", flush=True)
 

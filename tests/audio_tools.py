@@ -1,4 +1,5 @@
 """Real audio for tests: generated with FFmpeg, decoded with FFmpeg, compared sample by sample."""
+
 from __future__ import annotations
 
 import array
@@ -46,8 +47,18 @@ def generate(directory: str, name: str, seconds: float, rate: int, options: tupl
     path = os.path.join(directory, f"{name}.{extension}")
     if not os.path.exists(path):
         subprocess.run(
-            [FFMPEG, "-v", "error", "-y", "-f", "lavfi", "-i", SIGNAL.format(seconds=seconds, rate=rate),
-             *options, path + ".part." + extension],
+            [
+                FFMPEG,
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                SIGNAL.format(seconds=seconds, rate=rate),
+                *options,
+                path + ".part." + extension,
+            ],
             check=True,
         )
         os.replace(path + ".part." + extension, path)
@@ -115,10 +126,10 @@ def decode(path_or_bytes, channels: int = 1, rate: int = 44100, tmp_dir: str = "
 def offset_of(clip: Decoded, source: Decoded, expected: int, window: int, probe: int = 4096) -> int:
     """Where, within ``expected ± window`` samples of the source, the clip's samples [2048, 2048+probe) match
     best (least squared error): the clip's real start."""
-    part = clip.samples[2048:2048 + probe]
+    part = clip.samples[2048 : 2048 + probe]
     best, best_error = None, None
     for start in range(max(0, expected - window), expected + window + 1):
-        segment = source.samples[start + 2048:start + 2048 + probe]
+        segment = source.samples[start + 2048 : start + 2048 + probe]
         if len(segment) < len(part):
             break
         error = sum((a - b) * (a - b) for a, b in zip(part[::8], segment[::8], strict=False))

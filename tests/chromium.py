@@ -1,4 +1,5 @@
 """A real headless Chromium, driven over its DevTools protocol (a websocket), for tests that need a browser."""
+
 from __future__ import annotations
 
 import json
@@ -12,9 +13,16 @@ from typing import Any, Dict, Iterator, List, Optional
 import pytest
 
 FLAGS = [
-    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-    "--disable-background-networking", "--disable-component-update", "--disable-sync",
-    "--autoplay-policy=no-user-gesture-required", "--remote-debugging-address=127.0.0.1",
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+    "--remote-debugging-address=127.0.0.1",
     "--remote-debugging-port=0",  # Chromium picks a free port and writes it to DevToolsActivePort
 ]
 START_TIMEOUT_S = 30
@@ -26,8 +34,10 @@ def chromium_binary() -> str:
         found = shutil.which(name)
         if found:
             return found
-    pytest.skip("no Chromium on this machine: `make test` installs Debian's chromium with apt-get when run as root "
-                "(CI does); as another user, install it with `sudo apt-get install chromium`")
+    pytest.skip(
+        "no Chromium on this machine: `make test` installs Debian's chromium with apt-get when run as root "
+        "(CI does); as another user, install it with `sudo apt-get install chromium`"
+    )
 
 
 class DevTools:
@@ -104,8 +114,12 @@ def chromium(tmp_path) -> Iterator[Browser]:
     """A headless Chromium with a fresh profile, stopped by PID afterwards."""
     profile, log = tmp_path / "chromium-profile", tmp_path / "chromium.log"
     with log.open("wb") as output:  # a file, not a pipe: a chatty browser never blocks on a full pipe
-        process = subprocess.Popen([chromium_binary(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
-                                   stdin=subprocess.DEVNULL, stdout=output, stderr=output)
+        process = subprocess.Popen(
+            [chromium_binary(), *FLAGS, f"--user-data-dir={profile}", "about:blank"],
+            stdin=subprocess.DEVNULL,
+            stdout=output,
+            stderr=output,
+        )
     try:
         yield Browser(process, _devtools_port(profile, process, log))
     finally:

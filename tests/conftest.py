@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import json
-import os
 import socket
 import time
 from typing import Dict, Iterator, Optional
@@ -36,9 +35,21 @@ def audio(tmp_path_factory) -> Dict[str, Source]:
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch, tmp_path):
     """Each test starts from the contract's defaults, fake AWS credentials and fresh clients."""
-    for name in ("SOURCE_BUCKET", "CLIPS_BUCKET", "MONGODB_URI", "MONGODB_DB", "MAX_CLIP_MS", "CLIP_URL_TTL_SECONDS",
-                 "FFMPEG_PATH", "ALERT_TOPIC_ARN", "LOCAL_CATALOG_FILE", "AWS_ENDPOINT_URL", "AWS_PROFILE",
-                 "MONGODB_TIMEOUT_MS", "PUBLIC_BASE_URL"):
+    for name in (
+        "SOURCE_BUCKET",
+        "CLIPS_BUCKET",
+        "MONGODB_URI",
+        "MONGODB_DB",
+        "MAX_CLIP_MS",
+        "CLIP_URL_TTL_SECONDS",
+        "FFMPEG_PATH",
+        "ALERT_TOPIC_ARN",
+        "LOCAL_CATALOG_FILE",
+        "AWS_ENDPOINT_URL",
+        "AWS_PROFILE",
+        "MONGODB_TIMEOUT_MS",
+        "PUBLIC_BASE_URL",
+    ):
         monkeypatch.delenv(name, raising=False)
     for name, value in AWS_TEST_ENV.items():
         monkeypatch.setenv(name, value)

@@ -3,6 +3,7 @@
 Each fixture is a file and the player times of its joins (FFmpeg's decode of the bytes before each join). Parts
 use different noise seeds, so that every position of the whole file is unambiguous.
 """
+
 from __future__ import annotations
 
 import os
@@ -13,8 +14,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 from tests.audio_tools import FFMPEG, decode
 
-SIGNAL = ("anoisesrc=d={seconds}:c=pink:r={rate}:a=0.5:seed={seed},"
-          "volume='0.15+0.85*abs(sin(t*2.3)*cos(t*0.71))':eval=frame")
+SIGNAL = (
+    "anoisesrc=d={seconds}:c=pink:r={rate}:a=0.5:seed={seed},volume='0.15+0.85*abs(sin(t*2.3)*cos(t*0.71))':eval=frame"
+)
 LAME = shutil.which("lame")
 
 
@@ -32,14 +34,31 @@ class Joined:
             return handle.read()
 
 
-def encode(directory: str, name: str, seconds: float, rate: int, channels: int, options: Tuple[str, ...],
-           seed: int) -> bytes:
+def encode(
+    directory: str, name: str, seconds: float, rate: int, channels: int, options: Tuple[str, ...], seed: int
+) -> bytes:
     """One part as FFmpeg's muxer writes it: an ID3v2 tag, an Info/Xing frame with a LAME tag, the frames."""
     path = os.path.join(directory, f"part-{name}.mp3")
     if not os.path.exists(path):
-        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi",
-                        "-i", SIGNAL.format(seconds=seconds, rate=rate, seed=seed),
-                        "-ac", str(channels), "-c:a", "libmp3lame", *options, path], check=True)
+        subprocess.run(
+            [
+                FFMPEG,
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                SIGNAL.format(seconds=seconds, rate=rate, seed=seed),
+                "-ac",
+                str(channels),
+                "-c:a",
+                "libmp3lame",
+                *options,
+                path,
+            ],
+            check=True,
+        )
     with open(path, "rb") as handle:
         return handle.read()
 
@@ -49,8 +68,22 @@ def lame_encode(directory: str, name: str, seconds: float, rate: int, options: T
     wav = os.path.join(directory, f"lame-{name}.wav")
     path = os.path.join(directory, f"lame-{name}.mp3")
     if not os.path.exists(path):
-        subprocess.run([FFMPEG, "-v", "error", "-y", "-f", "lavfi",
-                        "-i", SIGNAL.format(seconds=seconds, rate=rate, seed=seed), "-ac", "2", wav], check=True)
+        subprocess.run(
+            [
+                FFMPEG,
+                "-v",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+                SIGNAL.format(seconds=seconds, rate=rate, seed=seed),
+                "-ac",
+                "2",
+                wav,
+            ],
+            check=True,
+        )
         subprocess.run([str(LAME), "--quiet", *options, wav, path], check=True)
     with open(path, "rb") as handle:
         return handle.read()
@@ -77,7 +110,7 @@ def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> by
 def strip_id3(data: bytes) -> bytes:
     from chalicelib.mp3 import id3v2_size
 
-    return data[id3v2_size(data):]
+    return data[id3v2_size(data) :]
 
 
 def _write(directory: str, name: str, parts: List[bytes]) -> str:
@@ -104,40 +137,66 @@ CBR = ("-b:a", "128k")
 
 def _preroll_with_info(d: str) -> Joined:
     """A 5 s CBR pre-roll with its own ID3 tag and Info frame, then the show (bitrate differs: a frame copy)."""
-    return joined(d, "preroll_info", [encode(d, "pre96", 5, 44100, 2, ("-b:a", "96k"), 11),
-                                      encode(d, "show30", 30, 44100, 2, CBR, 12)])
+    return joined(
+        d,
+        "preroll_info",
+        [encode(d, "pre96", 5, 44100, 2, ("-b:a", "96k"), 11), encode(d, "show30", 30, 44100, 2, CBR, 12)],
+    )
 
 
 def _ad_48k_mono(d: str) -> Joined:
     """A 48 kHz mono ad (own ID3 tag and Info frame) stitched into the middle of a 44.1 kHz stereo show."""
-    return joined(d, "ad_48k_mono", [encode(d, "show15a", 15, 44100, 2, CBR, 21),
-                                     encode(d, "ad48", 6, 48000, 1, ("-b:a", "64k"), 22),
-                                     encode(d, "show15b", 15, 44100, 2, CBR, 23)], frame_copy=False)
+    return joined(
+        d,
+        "ad_48k_mono",
+        [
+            encode(d, "show15a", 15, 44100, 2, CBR, 21),
+            encode(d, "ad48", 6, 48000, 1, ("-b:a", "64k"), 22),
+            encode(d, "show15b", 15, 44100, 2, CBR, 23),
+        ],
+        frame_copy=False,
+    )
 
 
 def _mono_preroll(d: str) -> Joined:
-    return joined(d, "mono_preroll", [encode(d, "mono6", 6, 44100, 1, ("-b:a", "64k"), 31),
-                                      encode(d, "show20", 20, 44100, 2, CBR, 32)], frame_copy=False)
+    return joined(
+        d,
+        "mono_preroll",
+        [encode(d, "mono6", 6, 44100, 1, ("-b:a", "64k"), 31), encode(d, "show20", 20, 44100, 2, CBR, 32)],
+        frame_copy=False,
+    )
 
 
 def _stereo_ad_in_mono_show(d: str) -> Joined:
     """A mono show, a stereo ad, the mono show again: only the channels change."""
     mono = ("-b:a", "64k")
-    return joined(d, "stereo_ad_in_mono_show", [encode(d, "mono12a", 12, 44100, 1, mono, 35),
-                                                encode(d, "stereo-ad", 8, 44100, 2, CBR, 36),
-                                                encode(d, "mono12b", 12, 44100, 1, mono, 37)], frame_copy=False)
+    return joined(
+        d,
+        "stereo_ad_in_mono_show",
+        [
+            encode(d, "mono12a", 12, 44100, 1, mono, 35),
+            encode(d, "stereo-ad", 8, 44100, 2, CBR, 36),
+            encode(d, "mono12b", 12, 44100, 1, mono, 37),
+        ],
+        frame_copy=False,
+    )
 
 
 def _mpeg2_preroll(d: str) -> Joined:
     """An MPEG-2 (22.05 kHz) pre-roll before an MPEG-1 show."""
-    return joined(d, "mpeg2_preroll", [encode(d, "mpeg2", 6, 22050, 1, ("-b:a", "48k"), 41),
-                                       encode(d, "show20b", 20, 44100, 2, CBR, 42)], frame_copy=False)
+    return joined(
+        d,
+        "mpeg2_preroll",
+        [encode(d, "mpeg2", 6, 22050, 1, ("-b:a", "48k"), 41), encode(d, "show20b", 20, 44100, 2, CBR, 42)],
+        frame_copy=False,
+    )
 
 
 def _vbr_parts_without_headers(d: str) -> Joined:
     vbr = ("-q:a", "4", "-write_xing", "0")
-    return joined(d, "vbr_no_headers", [encode(d, "vbr-a", 12, 44100, 2, vbr, 51),
-                                        encode(d, "vbr-b", 12, 44100, 2, vbr, 52)])
+    return joined(
+        d, "vbr_no_headers", [encode(d, "vbr-a", 12, 44100, 2, vbr, 51), encode(d, "vbr-b", 12, 44100, 2, vbr, 52)]
+    )
 
 
 def _mid_file_picture(d: str) -> Joined:
@@ -163,8 +222,9 @@ def _zero_padding_after_tag(d: str) -> Joined:
 
 def _junk_before_first_frame(d: str) -> Joined:
     body = encode(d, "junk20", 20, 44100, 2, CBR, 73)
-    return joined(d, "junk_before_first_frame", [id3_tag(d, "junk", "Episode"), bytes(range(1, 101)) * 3,
-                                                 strip_id3(body)])
+    return joined(
+        d, "junk_before_first_frame", [id3_tag(d, "junk", "Episode"), bytes(range(1, 101)) * 3, strip_id3(body)]
+    )
 
 
 def _trailers(d: str) -> Joined:
@@ -225,17 +285,18 @@ def build(directory: str, name: str) -> Optional[Joined]:
 
 # ---------------------------------------------------------------- measuring a clip against the whole file
 
+
 def best_offset(clip, source, expected: int, window: int, skip: int = 0, probe: int = 800) -> int:
     """Where, within ``expected ± window`` samples of the source, the clip's samples [skip, skip + probe) match
     best (least squared error, on every second sample): the clip's real start on the source's timeline."""
-    part = clip.samples[skip:skip + probe:2]
+    part = clip.samples[skip : skip + probe : 2]
     best, best_error = expected, None
     for start in range(max(0, expected - window), expected + window + 1):
-        segment = source.samples[start + skip:start + skip + probe:2]
+        segment = source.samples[start + skip : start + skip + probe : 2]
         if len(segment) < len(part):
             break
         error = 0
-        for a, b in zip(part, segment):
+        for a, b in zip(part, segment, strict=False):
             error += (a - b) * (a - b)
             if best_error is not None and error >= best_error:
                 break

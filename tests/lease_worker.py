@@ -5,6 +5,7 @@
 S3 is wherever AWS_ENDPOINT_URL points. Whichever process holds the lease builds only once the other has been
 seen waiting (a file in RENDEZVOUS_DIR), so the two overlap for certain. Prints one JSON line.
 """
+
 from __future__ import annotations
 
 import json
@@ -40,10 +41,12 @@ def main(bucket: str, key: str, episode_id: str, rendezvous: str) -> None:
     current = wiring.current()
     source = Mp3Source.sniff(SourceAudio.open(current.s3, bucket, key))
     assert source is not None
-    index, built = indexing.obtain_index(source, current.clip_store.artefact(episode_id, SEEK_INDEX_NAME),
-                                         time.monotonic() + 30)
-    print(json.dumps({"built": built, "scans": len(scans), "frames": index.frames,
-                      "bytes_read": source.audio.bytes_read}))
+    index, built = indexing.obtain_index(
+        source, current.clip_store.artefact(episode_id, SEEK_INDEX_NAME), time.monotonic() + 30
+    )
+    print(
+        json.dumps({"built": built, "scans": len(scans), "frames": index.frames, "bytes_read": source.audio.bytes_read})
+    )
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
 """The local stack `make run` starts (scripts/run_local.py on free ports), as a pytest fixture for tests that
 need the service over real HTTP: chalice local, moto's S3 server, the demo episode."""
+
 from __future__ import annotations
 
 import contextlib

@@ -4,6 +4,7 @@ MP3 clips are the source's own frames, so a decoder that honours the LAME tag mu
 samples: the test demands sample equality, not just closeness. The M4A clip is re-encoded, so its start is found
 by matching its samples against the source's within a window.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,7 +35,9 @@ def cut(s3, kind, start_ms, duration_ms):
 
 
 @pytest.mark.parametrize("position", POSITIONS)
-@pytest.mark.parametrize("kind", ["cbr", "vbr", "vbr_no_header", "mpeg2_mono", "mpeg2_24k_vbr", "mpeg25_mono", "big_id3"])
+@pytest.mark.parametrize(
+    "kind", ["cbr", "vbr", "vbr_no_header", "mpeg2_mono", "mpeg2_24k_vbr", "mpeg25_mono", "big_id3"]
+)
 def test_mp3_clips_are_the_sources_samples_exactly(s3, episode, decoded_sources, kind, position):
     episode(kind)
     start_ms, want_ms = POSITIONS[position]
@@ -47,7 +50,7 @@ def test_mp3_clips_are_the_sources_samples_exactly(s3, episode, decoded_sources,
     expected = min(round(want_ms * rate / 1000), source.frames - first)
     assert clip.frames == expected, "exact length, in samples"
     assert body["duration_ms"] == round(expected * 1000 / rate)
-    assert clip.samples[:expected] == source.samples[first:first + expected], "sample for sample (untagged at 0 too)"
+    assert clip.samples[:expected] == source.samples[first : first + expected], "sample for sample (untagged at 0 too)"
     assert_info_header_describes(data, expected, rate)
 
 
@@ -56,7 +59,7 @@ def assert_info_header_describes(data: bytes, samples: int, rate: int) -> None:
     from chalicelib import mp3
     from chalicelib.audio import tagged_duration_ms
 
-    data = data[mp3.id3v2_size(data):]  # the clip's ID3 tag (chalicelib/attribution.py) comes first
+    data = data[mp3.id3v2_size(data) :]  # the clip's ID3 tag (chalicelib/attribution.py) comes first
     layout = mp3.parse_layout(data[:16384], 0)
     frames = list(mp3.walk_frames(data, layout.audio_start))
     assert layout.tag.frames == len(frames)

@@ -1,4 +1,5 @@
 """Every row of the contract's API and error tables, through Chalice's test client over in-process S3."""
+
 from __future__ import annotations
 
 import json
@@ -104,10 +105,18 @@ def test_a_start_at_or_beyond_the_end_is_a_400_stating_the_duration(client, s3, 
     assert clip_objects(s3) == []
 
 
-@pytest.mark.parametrize("episode_id", [
-    "0e983347-7815-4b62-87a6-84d988a772b7", "substack:123456", "flightcast:abc-def", "a", "x" * 200, "v1.2_3",
-    "substack%3A123456",
-])
+@pytest.mark.parametrize(
+    "episode_id",
+    [
+        "0e983347-7815-4b62-87a6-84d988a772b7",
+        "substack:123456",
+        "flightcast:abc-def",
+        "a",
+        "x" * 200,
+        "v1.2_3",
+        "substack%3A123456",
+    ],
+)
 def test_well_formed_episode_ids_reach_the_catalog(client, s3, catalog_file, episode_id):
     catalog_file([])
     response, body = get(client, f"{ROUTE}{episode_id}?start_time_ms=0")
@@ -115,8 +124,22 @@ def test_well_formed_episode_ids_reach_the_catalog(client, s3, catalog_file, epi
     assert body["Code"] == "NotFoundError" and episode_id.replace("%3A", ":") in body["Message"]
 
 
-@pytest.mark.parametrize("episode_id", ["x" * 201, "has%20space", "semi%3Bcolon", "slash%2Fslash", "quote%27", "%00", "%2E%2E", "pct%2541",
-                                        "..", ".", "%C3%A9t%C3%A9"])
+@pytest.mark.parametrize(
+    "episode_id",
+    [
+        "x" * 201,
+        "has%20space",
+        "semi%3Bcolon",
+        "slash%2Fslash",
+        "quote%27",
+        "%00",
+        "%2E%2E",
+        "pct%2541",
+        "..",
+        ".",
+        "%C3%A9t%C3%A9",
+    ],
+)
 def test_a_malformed_episode_id_is_a_400_before_any_io(client, s3, monkeypatch, episode_id):
     monkeypatch.setenv("MONGODB_URI", "mongodb://127.0.0.1:1/?serverSelectionTimeoutMS=100")  # would fail loudly
     calls = []
@@ -127,21 +150,24 @@ def test_a_malformed_episode_id_is_a_400_before_any_io(client, s3, monkeypatch, 
     assert calls == []
 
 
-@pytest.mark.parametrize("query, parameter", [
-    ("", "start_time_ms"),
-    ("start_time_ms=", "start_time_ms"),
-    ("start_time_ms=-1", "start_time_ms"),
-    ("start_time_ms=1.5", "start_time_ms"),
-    ("start_time_ms=abc", "start_time_ms"),
-    ("start_time_ms=1e3", "start_time_ms"),
-    ("start_time_ms=0&duration_ms=999", "duration_ms"),
-    ("start_time_ms=0&duration_ms=60001", "duration_ms"),
-    ("start_time_ms=0&duration_ms=-5", "duration_ms"),
-    ("start_time_ms=0&duration_ms=ten", "duration_ms"),
-    ("start_time_ms=0&redirect=yes", "redirect"),
-    ("start_time_ms=0&redirect=", "redirect"),
-    ("start_time_ms=0&duration_ms=", "duration_ms"),
-])
+@pytest.mark.parametrize(
+    "query, parameter",
+    [
+        ("", "start_time_ms"),
+        ("start_time_ms=", "start_time_ms"),
+        ("start_time_ms=-1", "start_time_ms"),
+        ("start_time_ms=1.5", "start_time_ms"),
+        ("start_time_ms=abc", "start_time_ms"),
+        ("start_time_ms=1e3", "start_time_ms"),
+        ("start_time_ms=0&duration_ms=999", "duration_ms"),
+        ("start_time_ms=0&duration_ms=60001", "duration_ms"),
+        ("start_time_ms=0&duration_ms=-5", "duration_ms"),
+        ("start_time_ms=0&duration_ms=ten", "duration_ms"),
+        ("start_time_ms=0&redirect=yes", "redirect"),
+        ("start_time_ms=0&redirect=", "redirect"),
+        ("start_time_ms=0&duration_ms=", "duration_ms"),
+    ],
+)
 def test_a_missing_or_malformed_parameter_is_a_400_naming_it(client, s3, episode, query, parameter):
     episode("cbr")
     response, body = get(client, f"{ROUTE}{EPISODE}?{query}")
@@ -176,11 +202,14 @@ def test_an_episode_whose_source_audio_is_missing_is_a_404(client, s3, episode):
     assert clip_objects(s3) == []
 
 
-@pytest.mark.parametrize("garbage", [
-    b"",
-    b"<!DOCTYPE html><html><body>Not Found</body></html>" * 40,
-    bytes(range(256)) * 400,
-])
+@pytest.mark.parametrize(
+    "garbage",
+    [
+        b"",
+        b"<!DOCTYPE html><html><body>Not Found</body></html>" * 40,
+        bytes(range(256)) * 400,
+    ],
+)
 def test_undecodable_source_audio_is_a_422_leaving_no_clip(client, moto_server, catalog_file, garbage):
     from tests.conftest import episode_doc, source_key
 

@@ -1,5 +1,6 @@
 """A clip file says what it is: an ID3v2 tag with the episode's and podcast's titles, the time range and a link
 back, in front of the engine's audio, which stays byte for byte what it was."""
+
 from __future__ import annotations
 
 import io
@@ -35,6 +36,7 @@ def stored(s3, start_ms: int, duration_ms: int) -> bytes:
 @pytest.fixture
 def titled_episode(s3, audio, catalog_file):
     """An episode whose catalog entry has titles and the feed item's enclosure: ``titled_episode('cbr')``."""
+
     def put(kind: str, **feed):
         key = source_key(EPISODE, "episode.m4a" if kind == "m4a" else "episode.mp3")
         s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=audio[kind].data, ContentType=audio[kind].content_type)
@@ -42,6 +44,7 @@ def titled_episode(s3, audio, catalog_file):
         doc["podcast_title"] = "Tëst Podcast"
         doc["raw_entry_original_feed"].update(episode_title="Stablecoins, Startups — and the Crypto Stack", **feed)
         catalog_file([doc])
+
     return put
 
 
@@ -54,7 +57,8 @@ def test_the_tag_holds_the_titles_the_range_and_a_link_back(s3, titled_episode):
     assert tag["TALB"].text == ["Tëst Podcast"] and tag["TPE1"].text == ["Tëst Podcast"]
     assert tag["TLEN"].text == ["5000"]
     assert tag.getall("COMM")[0].text == [
-        "A clip of “Stablecoins, Startups — and the Crypto Stack” of Tëst Podcast, from 0:12 to 0:17."]
+        "A clip of “Stablecoins, Startups — and the Crypto Stack” of Tëst Podcast, from 0:12 to 0:17."
+    ]
     assert tag["WOAS"].url == AUDIO_URL
     assert tag.getall("WXXX")[0].url == AUDIO_URL + "#t=12,17"
     assert tag.getall("WXXX")[0].desc == "Full episode at this moment"
@@ -81,7 +85,7 @@ def test_the_audio_after_the_tag_is_byte_for_byte_the_untagged_clip(s3, titled_e
     request(17017, 7000)
     without_tag = stored(s3, 17017, 7000)
     assert with_tag[:3] == b"ID3" and without_tag[:3] != b"ID3"
-    assert with_tag[leading_id3_bytes(with_tag):] == without_tag
+    assert with_tag[leading_id3_bytes(with_tag) :] == without_tag
 
 
 @pytest.mark.parametrize("kind", ["cbr", "vbr"])
@@ -93,7 +97,7 @@ def test_tagged_clips_stay_sample_exact_and_gapless(s3, titled_episode, audio, k
     first, expected = round(17017 * 44.1), round(7000 * 44.1)
     assert clip.stderr == ""
     assert clip.frames == expected, "the LAME tag after the ID3 tag still trims the clip to the sample"
-    assert clip.samples == source.samples[first:first + expected]
+    assert clip.samples == source.samples[first : first + expected]
     assert MP3(io.BytesIO(data)).info.length == pytest.approx(7.0, abs=0.03), "tag readers skip the ID3 tag too"
     assert tagged_duration_ms(data) == 7000, "so does the engine's own duration helper"
     assert body["duration_ms"] == 7000
@@ -110,7 +114,7 @@ def test_an_m4a_sourced_clip_is_tagged_in_place_of_ffmpegs_own_tag(moto_server, 
     assert tag["TIT2"].text == [f"Episode {EPISODE} ({attribution.time_range(5000, body['duration_ms'])})"]
     assert tag["TALB"].text == ["Test Podcast"] and tag["TLEN"].text == [str(body["duration_ms"])]
     assert "TSSE" not in tag, "one tag, ours: FFmpeg's own tag is replaced, not followed"
-    assert data[leading_id3_bytes(data):][:2] in (b"\xff\xfb", b"\xff\xfa"), "the audio's first frame follows"
+    assert data[leading_id3_bytes(data) :][:2] in (b"\xff\xfb", b"\xff\xfa"), "the audio's first frame follows"
     assert decode(data).stderr == ""
 
 
@@ -134,8 +138,11 @@ def test_the_answer_carries_share_url_titles_and_a_soundbite(s3, titled_episode)
     titled_episode("cbr")
     body = request(12500, 4000)
     assert body["share_url"] == f"http://localhost/clips/{EPISODE}?start_time_ms=12500&duration_ms=4000"
-    assert body["soundbite"] == {"startTime": 12.5, "duration": 4.0,
-                                 "title": "Stablecoins, Startups — and the Crypto Stack (0:12–0:16)"}
+    assert body["soundbite"] == {
+        "startTime": 12.5,
+        "duration": 4.0,
+        "title": "Stablecoins, Startups — and the Crypto Stack (0:12–0:16)",
+    }
 
 
 def test_a_clamped_clip_shares_the_clip_as_asked_and_describes_the_clip_served(s3, titled_episode):
@@ -177,8 +184,17 @@ def test_clean_text_cuts_long_text_on_a_character():
     assert text is not None and len(text.encode()) <= 100 and text.endswith("…")
 
 
-@pytest.mark.parametrize("url", ["javascript:alert(1)", "data:text/html,x", "//example.com/x", "https://a b.com/x",
-                                 "ftp://example.com/x", "https://example.com/\u0000x"])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "javascript:alert(1)",
+        "data:text/html,x",
+        "//example.com/x",
+        "https://a b.com/x",
+        "ftp://example.com/x",
+        "https://example.com/\u0000x",
+    ],
+)
 def test_only_absolute_http_links_are_kept(url):
     assert clean_url(url) is None
 

@@ -1,4 +1,5 @@
 """The benchmark's bookkeeping (the measurements themselves are `make bench`, not part of the suite)."""
+
 from __future__ import annotations
 
 import subprocess

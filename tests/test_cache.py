@@ -1,4 +1,5 @@
 """The clip cache: what a hit costs, when a clip is regenerated, and how little of the source a miss reads."""
+
 from __future__ import annotations
 
 import json
@@ -110,8 +111,12 @@ def test_a_clip_another_request_stored_first_is_served_not_overwritten(s3, episo
     from chalicelib.storage import ClipStore
 
     etag = s3.head_object(Bucket=SOURCE_BUCKET, Key=source)["ETag"]  # cut from the same version as ours
-    s3.put_object(Bucket=CLIPS_BUCKET, Key=KEY, Body=b"the winner's clip", Metadata={
-        "source-bucket": SOURCE_BUCKET, "source-key": source, "source-etag": etag, "duration-ms": "2999"})
+    s3.put_object(
+        Bucket=CLIPS_BUCKET,
+        Key=KEY,
+        Body=b"the winner's clip",
+        Metadata={"source-bucket": SOURCE_BUCKET, "source-key": source, "source-etag": etag, "duration-ms": "2999"},
+    )
     original_lookup = ClipStore.lookup
     looks = []
 
@@ -168,9 +173,15 @@ def test_a_cbr_miss_reads_the_clip_not_the_episode(s3, episode, long_sources, ca
         get_object_bytes.clear()
         response, body = get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms={start_ms}&duration_ms=5000")
         assert response.status_code == 200
-        clip_bytes = len(s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/{start_ms}-{start_ms + 5000}.mp3")["Body"].read())
+        clip_bytes = len(
+            s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/{start_ms}-{start_ms + 5000}.mp3")[
+                "Body"
+            ].read()
+        )
         read = sum(get_object_bytes)
-        assert read <= clip_bytes + 256 * 1024, f"read {read} bytes of a {size}-byte source for a {clip_bytes}-byte clip"
+        assert read <= clip_bytes + 256 * 1024, (
+            f"read {read} bytes of a {size}-byte source for a {clip_bytes}-byte clip"
+        )
         assert logged_request(caplog)["source_bytes_read"] == read
 
 
@@ -188,7 +199,9 @@ def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, e
         get_object_bytes.clear()
         response, body = get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms={start_ms}&duration_ms=5000")
         assert response.status_code == 200
-        clip = s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/{start_ms}-{start_ms + 5000}.mp3")["Body"].read()
+        clip = s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/{start_ms}-{start_ms + 5000}.mp3")[
+            "Body"
+        ].read()
         read = sum(get_object_bytes)
         assert read <= len(clip) + 256 * 1024
         assert logged_request(caplog)["index_built"] is False

@@ -1,4 +1,5 @@
 """The catalog: queries against mongomock, faults against real sockets and a real wire-protocol server."""
+
 from __future__ import annotations
 
 import socket

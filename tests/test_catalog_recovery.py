@@ -2,6 +2,7 @@
 
 The catalog's address is a TCP relay on 127.0.0.1 that first accepts connections and never answers (what a paused
 or firewalled cluster looks like), then relays to mockupdb, which speaks MongoDB's wire protocol."""
+
 from __future__ import annotations
 
 import json
@@ -88,8 +89,9 @@ def mongodb():
     server.stop()
 
 
-def test_misses_fail_fast_while_mongodb_is_silent_hits_keep_working_and_it_recovers(s3, audio, relay, mongodb,
-                                                                                     monkeypatch):
+def test_misses_fail_fast_while_mongodb_is_silent_hits_keep_working_and_it_recovers(
+    s3, audio, relay, mongodb, monkeypatch
+):
     key = source_key(EPISODE)
     s3.put_object(Bucket="pod-insights-raw", Key=key, Body=audio["cbr"].data)
     doc = episode_doc(EPISODE, key)

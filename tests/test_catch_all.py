@@ -1,4 +1,5 @@
 """Whatever goes wrong inside, the answer is the contract's JSON, and every request leaves one log line."""
+
 from __future__ import annotations
 
 import json

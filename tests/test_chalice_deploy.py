@@ -16,6 +16,7 @@ dev stage's memory, timeouts and reserved concurrency, the layer on ``api_handle
 the S3 notification on the source bucket, the ``rate(5 minutes)`` schedule, one role per function carrying its
 hand-written policy, and the invoke permissions that make the triggers work.
 """
+
 from __future__ import annotations
 
 import io
@@ -59,6 +60,7 @@ pytestmark = pytest.mark.slow
 # ---------------------------------------------------------------------------------------------------------------
 # moto's server, and the workarounds chalice needs from it
 # ---------------------------------------------------------------------------------------------------------------
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -137,11 +139,13 @@ def moto_workarounds(monkeypatch):
         """
         body = self.body
         if isinstance(body, bytes):
-            self.body = re.sub(rb"<Name>\s*(Prefix|Suffix)\s*</Name>", lambda m: b"<Name>" + m.group(1).lower()
-                               + b"</Name>", body)
+            self.body = re.sub(
+                rb"<Name>\s*(Prefix|Suffix)\s*</Name>", lambda m: b"<Name>" + m.group(1).lower() + b"</Name>", body
+            )
         elif isinstance(body, str):
-            self.body = re.sub(r"<Name>\s*(Prefix|Suffix)\s*</Name>", lambda m: f"<Name>{m.group(1).lower()}</Name>",
-                               body)
+            self.body = re.sub(
+                r"<Name>\s*(Prefix|Suffix)\s*</Name>", lambda m: f"<Name>{m.group(1).lower()}</Name>", body
+            )
         return original_notification(self)
 
     monkeypatch.setattr(APIGatewayBackend, "import_rest_api", import_rest_api_without_description)
@@ -180,6 +184,7 @@ def aws_endpoint(moto_workarounds, monkeypatch):
 # The project copy and the deploy
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def _copy_project(dest: Path) -> Path:
     """What ``chalice deploy`` reads: app.py, chalicelib/, requirements.txt, .chalice/config.json and policies."""
     dest.mkdir()
@@ -203,8 +208,9 @@ def _layer_zip() -> bytes:
 
 
 def _client(service: str, endpoint: str):
-    return boto3.client(service, region_name=REGION, endpoint_url=endpoint,
-                        aws_access_key_id="testing", aws_secret_access_key="testing")
+    return boto3.client(
+        service, region_name=REGION, endpoint_url=endpoint, aws_access_key_id="testing", aws_secret_access_key="testing"
+    )
 
 
 def _function_arn(name: str) -> str:
@@ -233,13 +239,25 @@ def deployed(aws_endpoint, tmp_path):
 
     # the app reads its settings at import (chalice imports it to deploy): keep a developer's shell out of it
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ATLAS_", "HEALTH_"))}
-    env.update(AWS_ENDPOINT_URL=aws_endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_DEFAULT_REGION=REGION, AWS_EC2_METADATA_DISABLED="true", PYTHONDONTWRITEBYTECODE="1",
-               PYTHONUNBUFFERED="1")
+    env.update(
+        AWS_ENDPOINT_URL=aws_endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION=REGION,
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+    )
     lines, packaged_at = [], None
     started = time.monotonic()
-    with subprocess.Popen([str(CHALICE), "deploy", "--stage", STAGE], cwd=project, env=env, text=True,
-                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+    with subprocess.Popen(
+        [str(CHALICE), "deploy", "--stage", STAGE],
+        cwd=project,
+        env=env,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
         watchdog = threading.Timer(DEPLOY_TIMEOUT_S, process.kill)  # a hung deploy fails instead of hanging
         watchdog.start()
         try:
@@ -255,20 +273,31 @@ def deployed(aws_endpoint, tmp_path):
     assert returncode == 0, f"chalice deploy failed ({returncode}):\n{output}"
     if not PACKAGE_CACHE:
         PACKAGE_CACHE.extend((project / ".chalice" / "deployments").glob("*.zip"))
-    return {"endpoint": aws_endpoint, "config": config, "project": project, "layer_arn": layer["LayerVersionArn"],
-            "source_bucket": source_bucket, "seconds": finished - started, "output": output,
-            "package_seconds": (packaged_at or finished) - started, "aws_seconds": finished - (packaged_at or finished)}
+    return {
+        "endpoint": aws_endpoint,
+        "config": config,
+        "project": project,
+        "layer_arn": layer["LayerVersionArn"],
+        "source_bucket": source_bucket,
+        "seconds": finished - started,
+        "output": output,
+        "package_seconds": (packaged_at or finished) - started,
+        "aws_seconds": finished - (packaged_at or finished),
+    }
 
 
 # ---------------------------------------------------------------------------------------------------------------
 # The test
 # ---------------------------------------------------------------------------------------------------------------
 
+
 def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsys):
     with capsys.disabled():
-        print(f"\n[measure] chalice deploy against moto: {deployed['seconds']:.1f} s (stage {STAGE}: "
-              f"{deployed['package_seconds']:.1f} s building the deployment package from scratch, pip included; "
-              f"{deployed['aws_seconds']:.1f} s of API calls to moto)")
+        print(
+            f"\n[measure] chalice deploy against moto: {deployed['seconds']:.1f} s (stage {STAGE}: "
+            f"{deployed['package_seconds']:.1f} s building the deployment package from scratch, pip included; "
+            f"{deployed['aws_seconds']:.1f} s of API calls to moto)"
+        )
 
     endpoint = deployed["endpoint"]
     stage = deployed["config"]["stages"][STAGE]
@@ -328,8 +357,9 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
 
     # -- the source bucket reaches cleanup_clips through an EventBridge rule (no notification on the bucket)
     notification = _client("s3", endpoint).get_bucket_notification_configuration(Bucket=deployed["source_bucket"])
-    assert not any(notification.get(k) for k in ("LambdaFunctionConfigurations", "TopicConfigurations",
-                                                 "QueueConfigurations")), notification
+    assert not any(
+        notification.get(k) for k in ("LambdaFunctionConfigurations", "TopicConfigurations", "QueueConfigurations")
+    ), notification
     events = _client("events", endpoint)
     rules = events.list_rules()["Rules"]
     (pattern_rule,) = [r for r in rules if r.get("EventPattern")]
@@ -344,8 +374,11 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
     assert [t["Arn"] for t in targets] == [arns["health_check"]]
 
     # -- the permissions that let each trigger invoke its function
-    for fn, principal in (("api_handler", "apigateway.amazonaws.com"), ("cleanup_clips", "events.amazonaws.com"),
-                          ("health_check", "events.amazonaws.com")):
+    for fn, principal in (
+        ("api_handler", "apigateway.amazonaws.com"),
+        ("cleanup_clips", "events.amazonaws.com"),
+        ("health_check", "events.amazonaws.com"),
+    ):
         statements = json.loads(lambda_.get_policy(FunctionName=FUNCTIONS[fn])["Policy"])["Statement"]
         assert {s["Principal"]["Service"] for s in statements} == {principal}, (fn, statements)
 
@@ -356,14 +389,22 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
     assert len(packages) == 1, packages
     with zipfile.ZipFile(packages[0]) as archive:
         top_level = {name.split("/", 1)[0] for name in archive.namelist()}
-    requirements = [line.split("==")[0].strip().lower() for line in (ROOT / "requirements.in").read_text().splitlines()
-                    if line.strip() and not line.startswith("#")]  # the top-level ones; requirements.txt pins all
-    modules = {"dnspython": "dns", "aws-lambda-powertools": "aws_lambda_powertools",  # import names that differ
-               "aws-xray-sdk": "aws_xray_sdk"}
+    requirements = [
+        line.split("==")[0].strip().lower()
+        for line in (ROOT / "requirements.in").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    ]  # the top-level ones; requirements.txt pins all
+    modules = {
+        "dnspython": "dns",
+        "aws-lambda-powertools": "aws_lambda_powertools",  # import names that differ
+        "aws-xray-sdk": "aws_xray_sdk",
+    }
     assert {"app.py", "chalicelib", "chalice"} <= top_level, sorted(top_level)
     assert {modules.get(r, r) for r in requirements} <= top_level, sorted(top_level)
-    assert lambda_.get_function(FunctionName=FUNCTIONS["api_handler"])["Configuration"]["CodeSize"] == \
-        packages[0].stat().st_size
+    assert (
+        lambda_.get_function(FunctionName=FUNCTIONS["api_handler"])["Configuration"]["CodeSize"]
+        == packages[0].stat().st_size
+    )
     record = json.loads((deployed["project"] / ".chalice" / "deployed" / f"{STAGE}.json").read_text())
     assert {r["name"] for r in record["resources"] if r["resource_type"] == "lambda_function"} == set(FUNCTIONS)
 
@@ -379,8 +420,13 @@ PACKAGE_CACHE: list[Path] = []  # the first deployment package built in this ses
 def _fresh_clone(dest: Path) -> Path:
     """The repository's tracked files a deploy reads (working-tree versions, so uncommitted edits are tested), and
     nothing else: no .chalice/deployed/, no package, no local state."""
-    tracked = subprocess.run(["git", "ls-files", "app.py", "requirements.txt", "chalicelib", ".chalice", "infra"],
-                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(
+        ["git", "ls-files", "app.py", "requirements.txt", "chalicelib", ".chalice", "infra"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     for name in tracked:
         if (ROOT / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
@@ -394,16 +440,28 @@ def _fresh_clone(dest: Path) -> Path:
 
 def _environ(endpoint: str) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ATLAS_", "HEALTH_"))}
-    env.update(AWS_ENDPOINT_URL=endpoint, AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing",
-               AWS_EC2_METADATA_DISABLED="true", PYTHONDONTWRITEBYTECODE="1", PYTHONUNBUFFERED="1")
+    env.update(
+        AWS_ENDPOINT_URL=endpoint,
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_EC2_METADATA_DISABLED="true",
+        PYTHONDONTWRITEBYTECODE="1",
+        PYTHONUNBUFFERED="1",
+    )
     return env
 
 
 def _run(args: list, project: Path, endpoint: str) -> tuple[str, float]:
     """A deploy command as an operator runs it (with REGION=us-east-1); fails the test with its output."""
     started = time.monotonic()
-    with subprocess.Popen([sys.executable, *map(str, args), "--region", REGION], cwd=project, env=_environ(endpoint),
-                          text=True, stdout=subprocess.PIPE, stderr=subprocess.STDOUT) as process:
+    with subprocess.Popen(
+        [sys.executable, *map(str, args), "--region", REGION],
+        cwd=project,
+        env=_environ(endpoint),
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    ) as process:
         watchdog = threading.Timer(DEPLOY_TIMEOUT_S, process.kill)
         watchdog.start()
         try:
@@ -425,19 +483,27 @@ def _prepare_account(endpoint: str, project: Path, stages: tuple[str, ...]) -> d
     source_bucket = config["stages"]["dev"]["environment_variables"]["SOURCE_BUCKET"]
     s3.create_bucket(Bucket=source_bucket)
     ingestion = _client("sqs", endpoint).create_queue(QueueName="ingestion-pipeline")["QueueUrl"]
-    ingestion_arn = _client("sqs", endpoint).get_queue_attributes(
-        QueueUrl=ingestion, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
-    others = {"QueueConfigurations": [{"Id": "ingestion", "QueueArn": ingestion_arn,
-                                       "Events": ["s3:ObjectCreated:*"]}],
-              "EventBridgeConfiguration": {}}
+    ingestion_arn = _client("sqs", endpoint).get_queue_attributes(QueueUrl=ingestion, AttributeNames=["QueueArn"])[
+        "Attributes"
+    ]["QueueArn"]
+    others = {
+        "QueueConfigurations": [{"Id": "ingestion", "QueueArn": ingestion_arn, "Events": ["s3:ObjectCreated:*"]}],
+        "EventBridgeConfiguration": {},
+    }
     s3.put_bucket_notification_configuration(Bucket=source_bucket, NotificationConfiguration=others)
-    before = {k: v for k, v in s3.get_bucket_notification_configuration(Bucket=source_bucket).items()
-              if k != "ResponseMetadata"}
+    before = {
+        k: v
+        for k, v in s3.get_bucket_notification_configuration(Bucket=source_bucket).items()
+        if k != "ResponseMetadata"
+    }
     for stage in stages:
         _run([INFRA / "deploy.py", stage, "--config", project / ".chalice" / "config.json"], project, endpoint)
         layer = _client("lambda", endpoint).publish_layer_version(
-            LayerName=f"audio-clips-ffmpeg-{stage}", Content={"ZipFile": _layer_zip()},
-            CompatibleRuntimes=["python3.12", "python3.13"], CompatibleArchitectures=["x86_64"])
+            LayerName=f"audio-clips-ffmpeg-{stage}",
+            Content={"ZipFile": _layer_zip()},
+            CompatibleRuntimes=["python3.12", "python3.13"],
+            CompatibleArchitectures=["x86_64"],
+        )
         config = json.loads((project / ".chalice" / "config.json").read_text())
         config["stages"][stage]["lambda_functions"]["api_handler"]["layers"] = [layer["LayerVersionArn"]]
         (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
@@ -445,14 +511,25 @@ def _prepare_account(endpoint: str, project: Path, stages: tuple[str, ...]) -> d
 
 
 def _names(stage: str) -> dict:
-    return {"api_handler": f"{APP_NAME}-{stage}", "cleanup_clips": f"{APP_NAME}-{stage}-cleanup_clips",
-            "health_check": f"{APP_NAME}-{stage}-health_check"}
+    return {
+        "api_handler": f"{APP_NAME}-{stage}",
+        "cleanup_clips": f"{APP_NAME}-{stage}-cleanup_clips",
+        "health_check": f"{APP_NAME}-{stage}-health_check",
+    }
 
 
 def _s3_event(bucket: str, key: str, detail_type: str = "Object Created") -> dict:
-    return {"version": "0", "id": "1", "detail-type": detail_type, "source": "aws.s3", "account": "123456789012",
-            "time": "2026-11-30T20:00:00Z", "region": REGION, "resources": [f"arn:aws:s3:::{bucket}"],
-            "detail": {"version": "0", "bucket": {"name": bucket}, "object": {"key": key, "size": 1}}}
+    return {
+        "version": "0",
+        "id": "1",
+        "detail-type": detail_type,
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-30T20:00:00Z",
+        "region": REGION,
+        "resources": [f"arn:aws:s3:::{bucket}"],
+        "detail": {"version": "0", "bucket": {"name": bucket}, "object": {"key": key, "size": 1}},
+    }
 
 
 def test_dev_and_prod_deploy_side_by_side_on_one_shared_source_bucket(aws_endpoint, tmp_path, capsys):
@@ -460,11 +537,15 @@ def test_dev_and_prod_deploy_side_by_side_on_one_shared_source_bucket(aws_endpoi
 
     project = _fresh_clone(tmp_path / "clone")
     account = _prepare_account(aws_endpoint, project, ("dev", "prod"))
-    timings = {stage: _run([INFRA / "stage.py", "deploy", stage, "--project", project], project, aws_endpoint)[1]
-               for stage in ("dev", "prod")}
+    timings = {
+        stage: _run([INFRA / "stage.py", "deploy", stage, "--project", project], project, aws_endpoint)[1]
+        for stage in ("dev", "prod")
+    }
     with capsys.disabled():
-        print(f"\n[measure] make deploy against moto: dev {timings['dev']:.1f} s, then prod {timings['prod']:.1f} s "
-              f"(same clone: prod reuses dev's deployment package)")
+        print(
+            f"\n[measure] make deploy against moto: dev {timings['dev']:.1f} s, then prod {timings['prod']:.1f} s "
+            f"(same clone: prod reuses dev's deployment package)"
+        )
 
     s3, events, lambda_ = (_client(name, aws_endpoint) for name in ("s3", "events", "lambda"))
     bucket = account["source_bucket"]
@@ -491,9 +572,11 @@ def test_dev_and_prod_deploy_side_by_side_on_one_shared_source_bucket(aws_endpoi
         config = lambda_.get_function_event_invoke_config(FunctionName=_names(stage)["cleanup_clips"])
         assert config["MaximumRetryAttempts"] == 2
         assert config["DestinationConfig"]["OnFailure"]["Destination"].endswith(
-            f":audio-clips-{stage}-cleanup_clips-failed")
-        artifacts = json.loads((project / ".chalice" / "config.json").read_text())[
-            "stages"][stage]["environment_variables"]["LAYER_ARTIFACTS_BUCKET"]
+            f":audio-clips-{stage}-cleanup_clips-failed"
+        )
+        artifacts = json.loads((project / ".chalice" / "config.json").read_text())["stages"][stage][
+            "environment_variables"
+        ]["LAYER_ARTIFACTS_BUCKET"]
         stored = json.loads(s3.get_object(Bucket=artifacts, Key=f"chalice-state/{stage}.json")["Body"].read())
         assert {r["name"] for r in stored["resources"] if r["resource_type"] == "lambda_function"} == set(FUNCTIONS)
     assert len(_client("apigateway", aws_endpoint).get_rest_apis()["items"]) == 2
@@ -512,8 +595,10 @@ def test_a_second_deploy_from_a_fresh_clone_updates_the_same_api_and_functions(a
     shutil.copy2(first / ".chalice" / "config.json", second / ".chalice" / "config.json")
     output, second_seconds = _run([INFRA / "stage.py", "deploy", "dev", "--project", second], second, aws_endpoint)
     with capsys.disabled():
-        print(f"\n[measure] make deploy against moto: first clone {first_seconds:.1f} s, "
-              f"second clone {second_seconds:.1f} s (an update)")
+        print(
+            f"\n[measure] make deploy against moto: first clone {first_seconds:.1f} s, "
+            f"second clone {second_seconds:.1f} s (an update)"
+        )
 
     assert "deployed state: fetched" in output
     assert [a["id"] for a in apigateway.get_rest_apis()["items"]] == [api["id"]]
@@ -523,8 +608,9 @@ def test_a_second_deploy_from_a_fresh_clone_updates_the_same_api_and_functions(a
     assert len(_client("iam", aws_endpoint).list_roles()["Roles"]) == 3
 
 
-def test_make_destroy_removes_what_infra_and_deploy_created_and_keeps_the_retained_buckets(aws_endpoint, tmp_path,
-                                                                                           capsys):
+def test_make_destroy_removes_what_infra_and_deploy_created_and_keeps_the_retained_buckets(
+    aws_endpoint, tmp_path, capsys
+):
     project = _fresh_clone(tmp_path / "clone")
     account = _prepare_account(aws_endpoint, project, ("dev",))
     _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
@@ -569,5 +655,9 @@ def test_a_stage_may_keep_the_direct_s3_notification_on_a_bucket_of_its_own(aws_
     (policy_name,) = iam.list_role_policies(RoleName="audio-clips-dev-api_handler")["PolicyNames"]
     policy = iam.get_role_policy(RoleName="audio-clips-dev-api_handler", PolicyName=policy_name)["PolicyDocument"]
     policy = json.loads(policy) if isinstance(policy, str) else policy
-    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
-            "Resource": ["arn:aws:s3:::solo-raw/*"]} in policy["Statement"]
+    assert {
+        "Sid": "ReadSourceAudio",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::solo-raw/*"],
+    } in policy["Statement"]

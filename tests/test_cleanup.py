@@ -1,4 +1,5 @@
 """cleanup_clips: S3 events on the source bucket purge the episode's cached clips and derived artefacts."""
+
 from __future__ import annotations
 
 import time
@@ -33,9 +34,14 @@ def remaining(s3, episode_id) -> int:
 def record(key: str, name: str = "ObjectRemoved:Delete") -> dict:
     """One record as S3 sends it: the key URL-encoded, spaces as '+'."""
     return {
-        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1", "eventName": name,
-        "s3": {"bucket": {"name": SOURCE_BUCKET, "arn": f"arn:aws:s3:::{SOURCE_BUCKET}"},
-               "object": {"key": quote_plus(key, safe="/"), "size": 1}},
+        "eventVersion": "2.1",
+        "eventSource": "aws:s3",
+        "awsRegion": "us-east-1",
+        "eventName": name,
+        "s3": {
+            "bucket": {"name": SOURCE_BUCKET, "arn": f"arn:aws:s3:::{SOURCE_BUCKET}"},
+            "object": {"key": quote_plus(key, safe="/"), "size": 1},
+        },
     }
 
 
@@ -72,15 +78,18 @@ def test_encoded_keys_with_spaces_and_escapes_are_decoded(s3):
     assert remaining(s3, B) == 0
 
 
-@pytest.mark.parametrize("key", [
-    f"a16z-podcast/{A}/transcript/{A}.json",
-    f"a16z-podcast/{A}/audio/cover.jpg",
-    f"a16z-podcast/{A}/audio/nested/deeper.mp3",
-    f"{A}.mp3",
-    f"a16z-podcast//audio/x.mp3",
-    "a16z-podcast/../audio/x.mp3",
-    "a16z-podcast/bad id!/audio/x.mp3",
-])
+@pytest.mark.parametrize(
+    "key",
+    [
+        f"a16z-podcast/{A}/transcript/{A}.json",
+        f"a16z-podcast/{A}/audio/cover.jpg",
+        f"a16z-podcast/{A}/audio/nested/deeper.mp3",
+        f"{A}.mp3",
+        "a16z-podcast//audio/x.mp3",
+        "a16z-podcast/../audio/x.mp3",
+        "a16z-podcast/bad id!/audio/x.mp3",
+    ],
+)
 def test_keys_outside_the_layout_are_logged_and_ignored(s3, key, caplog):
     seed(s3, A, 3)
     invoke(record(key))
@@ -92,7 +101,9 @@ def test_keys_outside_the_layout_are_logged_and_ignored(s3, key, caplog):
 def test_every_record_of_an_event_is_handled(s3):
     seed(s3, A, 3)
     seed(s3, B, 3)
-    invoke(record("elsewhere/file.txt"), record(f"p/{A}/audio/a.mp3"), record(f"q/{B}/audio/b.mp3", "ObjectCreated:Put"))
+    invoke(
+        record("elsewhere/file.txt"), record(f"p/{A}/audio/a.mp3"), record(f"q/{B}/audio/b.mp3", "ObjectCreated:Put")
+    )
     assert remaining(s3, A) == 0 and remaining(s3, B) == 0
 
 
@@ -113,10 +124,18 @@ def test_a_refused_delete_raises_so_lambda_retries(s3, monkeypatch):
         wiring.current().cleanup.purge_episode(A)
 
 
-@pytest.mark.parametrize("key, expected", [
-    (f"slug/{A}/audio/f.mp3", A), (f"slug/{B}/audio/f.M4A", B), ("slug/x/audio/f.mp3", "x"),
-    ("slug/x/video/f.mp3", None), ("slug/x/audio/", None), ("/x/audio/f.mp3", None), ("slug/./audio/f.mp3", None),
-])
+@pytest.mark.parametrize(
+    "key, expected",
+    [
+        (f"slug/{A}/audio/f.mp3", A),
+        (f"slug/{B}/audio/f.M4A", B),
+        ("slug/x/audio/f.mp3", "x"),
+        ("slug/x/video/f.mp3", None),
+        ("slug/x/audio/", None),
+        ("/x/audio/f.mp3", None),
+        ("slug/./audio/f.mp3", None),
+    ],
+)
 def test_episode_of_key(key, expected):
     assert episode_of_key(key) == expected
 
@@ -136,15 +155,26 @@ def test_purging_2500_clips_over_http(moto_server, capsys):
 
 # ------------------------------------------------------------------ both event shapes, one handler
 
+
 def eventbridge_event(key: str, detail_type: str = "Object Deleted", bucket: str = SOURCE_BUCKET) -> dict:
     """An EventBridge event from S3 as a rule delivers it (one object per event; the key URL-encoded)."""
     return {
-        "version": "0", "id": "17793124-05d4-b198-2fde-7ededc63b103", "detail-type": detail_type,
-        "source": "aws.s3", "account": "123456789012", "time": "2026-11-30T20:00:00Z", "region": "us-east-1",
+        "version": "0",
+        "id": "17793124-05d4-b198-2fde-7ededc63b103",
+        "detail-type": detail_type,
+        "source": "aws.s3",
+        "account": "123456789012",
+        "time": "2026-11-30T20:00:00Z",
+        "region": "us-east-1",
         "resources": [f"arn:aws:s3:::{bucket}"],
-        "detail": {"version": "0", "bucket": {"name": bucket},
-                   "object": {"key": quote_plus(key, safe="/"), "size": 1, "etag": "b1946ac9", "sequencer": "00617F"},
-                   "request-id": "N4N7GDK58NMKJ12R", "requester": "123456789012", "reason": "DeleteObject"},
+        "detail": {
+            "version": "0",
+            "bucket": {"name": bucket},
+            "object": {"key": quote_plus(key, safe="/"), "size": 1, "etag": "b1946ac9", "sequencer": "00617F"},
+            "request-id": "N4N7GDK58NMKJ12R",
+            "requester": "123456789012",
+            "reason": "DeleteObject",
+        },
     }
 
 
@@ -175,18 +205,24 @@ def test_both_shapes_read_as_the_same_records():
     key = f"my podcast/{A}/audio/Épisode 100%.mp3"
     assert list(source_records({"Records": [record(key, "ObjectCreated:Put"), record(key)]})) == [
         SourceRecord(SOURCE_BUCKET, key, "created", "ObjectCreated:Put"),
-        SourceRecord(SOURCE_BUCKET, key, "removed", "ObjectRemoved:Delete")]
+        SourceRecord(SOURCE_BUCKET, key, "removed", "ObjectRemoved:Delete"),
+    ]
     assert list(source_records(eventbridge_event(key, "Object Created"))) == [
-        SourceRecord(SOURCE_BUCKET, key, "created", "Object Created")]
+        SourceRecord(SOURCE_BUCKET, key, "created", "Object Created")
+    ]
     assert list(source_records(eventbridge_event(key))) == [
-        SourceRecord(SOURCE_BUCKET, key, "removed", "Object Deleted")]
+        SourceRecord(SOURCE_BUCKET, key, "removed", "Object Deleted")
+    ]
 
 
-@pytest.mark.parametrize("event", [
-    {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
-    {**eventbridge_event(f"p/{A}/audio/a.mp3"), "detail-type": "Object Restore Completed"},
-    {},
-])
+@pytest.mark.parametrize(
+    "event",
+    [
+        {"version": "0", "source": "aws.events", "detail-type": "Scheduled Event", "detail": {}},
+        {**eventbridge_event(f"p/{A}/audio/a.mp3"), "detail-type": "Object Restore Completed"},
+        {},
+    ],
+)
 def test_other_events_yield_nothing_and_purge_nothing(s3, event):
     from chalicelib.cleanup import source_records
 
@@ -197,14 +233,17 @@ def test_other_events_yield_nothing_and_purge_nothing(s3, event):
     assert remaining(s3, A) == 3
 
 
-@pytest.mark.parametrize("key, bucket, detail_type, matches", [
-    (f"a16z-podcast/{A}/audio/a16z_{A}_audio.mp3", SOURCE_BUCKET, "Object Created", True),
-    (f"a16z-podcast/{A}/audio/take 2.M4A", SOURCE_BUCKET, "Object Deleted", True),
-    (f"a16z-podcast/{A}/audio/a.mp3", "another-bucket", "Object Created", False),
-    (f"a16z-podcast/{A}/transcript/{A}.json", SOURCE_BUCKET, "Object Created", False),
-    (f"{A}.mp3", SOURCE_BUCKET, "Object Created", False),
-    (f"a16z-podcast/{A}/audio/a.mp3", SOURCE_BUCKET, "Object Restore Completed", False),
-])
+@pytest.mark.parametrize(
+    "key, bucket, detail_type, matches",
+    [
+        (f"a16z-podcast/{A}/audio/a16z_{A}_audio.mp3", SOURCE_BUCKET, "Object Created", True),
+        (f"a16z-podcast/{A}/audio/take 2.M4A", SOURCE_BUCKET, "Object Deleted", True),
+        (f"a16z-podcast/{A}/audio/a.mp3", "another-bucket", "Object Created", False),
+        (f"a16z-podcast/{A}/transcript/{A}.json", SOURCE_BUCKET, "Object Created", False),
+        (f"{A}.mp3", SOURCE_BUCKET, "Object Created", False),
+        (f"a16z-podcast/{A}/audio/a.mp3", SOURCE_BUCKET, "Object Restore Completed", False),
+    ],
+)
 def test_the_eventbridge_rule_matches_audio_keys_of_the_source_bucket_only(key, bucket, detail_type, matches):
     """Evaluated by moto's EventBridge pattern matcher (moto 5.2.5 does not implement TestEventPattern's API, but
     matches rules with this code when events are put)."""

@@ -1,4 +1,5 @@
 """The Python client (clients/python): against `make run`'s stack, and against a loopback fake for retries."""
+
 from __future__ import annotations
 
 import json
@@ -25,9 +26,17 @@ from audio_clips_client import (  # noqa: E402
     TransportError,
 )
 
-CLIP = {"clip_url": "http://127.0.0.1/clip.mp3", "expires_at": "2026-11-24T10:00:00Z", "cache_hit": False,
-        "episode_id": "substack:1", "start_time_ms": 1000, "duration_ms": 30000, "generation_time_ms": 412,
-        "play_url": "http://127.0.0.1/play", "future_field": 7}
+CLIP = {
+    "clip_url": "http://127.0.0.1/clip.mp3",
+    "expires_at": "2026-11-24T10:00:00Z",
+    "cache_hit": False,
+    "episode_id": "substack:1",
+    "start_time_ms": 1000,
+    "duration_ms": 30000,
+    "generation_time_ms": 412,
+    "play_url": "http://127.0.0.1/play",
+    "future_field": 7,
+}
 
 
 class Script:
@@ -167,10 +176,31 @@ def test_against_make_runs_stack(local_stack: LocalStack):
 @pytest.mark.slow
 def test_the_client_installs_with_pip_from_its_path(tmp_path):
     target = tmp_path / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--no-index", "--target", str(target), str(CLIENT_DIR)], check=True, timeout=300)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            "--target",
+            str(target),
+            str(CLIENT_DIR),
+        ],
+        check=True,
+        timeout=300,
+    )
     probe = "import audio_clips_client, sys; print(audio_clips_client.__file__)"
-    out = subprocess.run([sys.executable, "-c", probe], env={"PYTHONPATH": str(target)}, capture_output=True,
-                         text=True, check=True, cwd=tmp_path).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", probe],
+        env={"PYTHONPATH": str(target)},
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    ).stdout
     assert out.startswith(str(target))
     assert (target / "audio_clips_client" / "py.typed").exists()

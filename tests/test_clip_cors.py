@@ -3,6 +3,7 @@ a browser's preflight for an allowed origin, refuses others, and ranged reads ke
 
 moto's server normally adds CORS headers to every answer (flask-cors), which would pass any origin; these tests
 run it with MOTO_DISABLE_GLOBAL_CORS so that only the bucket's own rule answers, as S3 does."""
+
 from __future__ import annotations
 
 import os
@@ -37,9 +38,16 @@ def template_cors_rules(origins: list[str]) -> list[dict]:
     rules = []
     for rule in configuration["CorsRules"]:
         assert rule["AllowedOrigins"] == {"Ref": "CorsAllowOrigins"}
-        rules.append({"ID": rule["Id"], "AllowedMethods": rule["AllowedMethods"], "AllowedOrigins": origins,
-                      "AllowedHeaders": rule["AllowedHeaders"], "ExposeHeaders": rule["ExposedHeaders"],
-                      "MaxAgeSeconds": rule["MaxAge"]})
+        rules.append(
+            {
+                "ID": rule["Id"],
+                "AllowedMethods": rule["AllowedMethods"],
+                "AllowedOrigins": origins,
+                "AllowedHeaders": rule["AllowedHeaders"],
+                "ExposeHeaders": rule["ExposedHeaders"],
+                "MaxAgeSeconds": rule["MaxAge"],
+            }
+        )
     return rules
 
 
@@ -48,12 +56,20 @@ def strict_s3() -> Iterator:
     """moto's S3 server in its own process, without its blanket CORS headers; the clips bucket holds one clip."""
     port = free_port()
     env = {**os.environ, "MOTO_DISABLE_GLOBAL_CORS": "true"}
-    server = subprocess.Popen([os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1",
-                               "-p", str(port)], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [os.path.join(os.path.dirname(sys.executable), "moto_server"), "-H", "127.0.0.1", "-p", str(port)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         wait_for_port(port, 20)
-        client = boto3.client("s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{port}",
-                              config=Config(signature_version="s3v4"))
+        client = boto3.client(
+            "s3",
+            region_name="us-east-1",
+            endpoint_url=f"http://127.0.0.1:{port}",
+            config=Config(signature_version="s3v4"),
+        )
         client.create_bucket(Bucket=CLIPS_BUCKET)
         client.put_object(Bucket=CLIPS_BUCKET, Key=CLIP_KEY, Body=CLIP, ContentType="audio/mpeg")
         yield client
@@ -67,8 +83,11 @@ def clip_url(s3) -> str:
 
 
 def preflight(url: str, origin: str) -> requests.Response:
-    return requests.options(url, timeout=10, headers={
-        "Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"})
+    return requests.options(
+        url,
+        timeout=10,
+        headers={"Origin": origin, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "range"},
+    )
 
 
 def test_without_the_rule_the_bucket_grants_no_origin(strict_s3):
@@ -134,10 +153,24 @@ def test_headless_chromium_on_another_port_reads_a_clip_only_from_an_allowed_ori
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         result = subprocess.run(
-            [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-             "--disable-component-update", "--no-first-run", "--disable-dev-shm-usage",
-             "--virtual-time-budget=10000", "--dump-dom", f"{origin}/"],
-            capture_output=True, text=True, timeout=60, check=False)
+            [
+                CHROMIUM,
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--no-first-run",
+                "--disable-dev-shm-usage",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                f"{origin}/",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
     finally:
         server.shutdown()
         server.server_close()

@@ -1,8 +1,8 @@
 """Damaged and unexpected sources, read over HTTP from moto's server so that FFmpeg meets the real bytes."""
+
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 
 import pytest
@@ -36,8 +36,9 @@ def generated(tmp_path, name: str, *options: str) -> bytes:
 
 
 @pytest.mark.parametrize("kind", ["cbr", "vbr"])
-def test_a_truncated_mp3_lasts_what_it_holds_clamps_there_and_refuses_a_start_past_it(source, audio, moto_server,
-                                                                                      tmp_path, kind):
+def test_a_truncated_mp3_lasts_what_it_holds_clamps_there_and_refuses_a_start_past_it(
+    source, audio, moto_server, tmp_path, kind
+):
     data = audio[kind].data[: len(audio[kind].data) // 2]  # the header still announces 40 s
     source(data)
     (tmp_path / "truncated.mp3").write_bytes(data)
@@ -52,12 +53,16 @@ def test_a_truncated_mp3_lasts_what_it_holds_clamps_there_and_refuses_a_start_pa
     assert [k for k in clip_objects(moto_server) if "30000" in k] == []
 
 
-@pytest.mark.parametrize("name, options", [
-    ("image.png", ("-f", "lavfi", "-i", "testsrc=s=32x32:d=1", "-frames:v", "1")),
-    ("video-only.mp4", ("-f", "lavfi", "-i", "testsrc=s=32x32:d=2", "-c:v", "mpeg4")),
-])
-def test_something_that_is_not_audio_is_a_422_with_ffmpegs_words_logged(source, moto_server, tmp_path, caplog,
-                                                                          name, options):
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("image.png", ("-f", "lavfi", "-i", "testsrc=s=32x32:d=1", "-frames:v", "1")),
+        ("video-only.mp4", ("-f", "lavfi", "-i", "testsrc=s=32x32:d=2", "-c:v", "mpeg4")),
+    ],
+)
+def test_something_that_is_not_audio_is_a_422_with_ffmpegs_words_logged(
+    source, moto_server, tmp_path, caplog, name, options
+):
     caplog.set_level("INFO")
     source(generated(tmp_path, name, *options))
     response, body = get(0)
@@ -66,10 +71,13 @@ def test_something_that_is_not_audio_is_a_422_with_ffmpegs_words_logged(source, 
     assert clip_objects(moto_server) == []
 
 
-@pytest.mark.parametrize("name, options", [
-    ("vorbis.ogg", ("-f", "lavfi", "-i", "sine=d=12", "-c:a", "libvorbis", "-f", "ogg")),
-    ("pcm.wav", ("-f", "lavfi", "-i", "sine=d=12", "-c:a", "pcm_s16le", "-f", "wav")),
-])
+@pytest.mark.parametrize(
+    "name, options",
+    [
+        ("vorbis.ogg", ("-f", "lavfi", "-i", "sine=d=12", "-c:a", "libvorbis", "-f", "ogg")),
+        ("pcm.wav", ("-f", "lavfi", "-i", "sine=d=12", "-c:a", "pcm_s16le", "-f", "wav")),
+    ],
+)
 def test_audio_in_another_codec_under_an_mp3_name_is_transcoded(source, moto_server, tmp_path, name, options):
     source(generated(tmp_path, name, *options))  # stored as episode.mp3: the name lies, the bytes are audio
     response, body = get(3000, 4000)
@@ -86,12 +94,13 @@ def test_a_vbr_file_that_claims_to_be_cbr_is_still_cut_at_the_right_place(s3, ep
 
     data = bytearray(audio["vbr"].data)
     at = data.find(b"Xing")
-    data[at:at + 4] = b"Info"
+    data[at : at + 4] = b"Info"
     episode("vbr", data=bytes(data))
     response, body = get(17017, 7000)
     assert response.status_code == 200
-    clip = decode_audio(s3.get_object(Bucket="pod-insights-clips",
-                                      Key=f"audio_clips/{EPISODE}/17017-24017.mp3")["Body"].read())
+    clip = decode_audio(
+        s3.get_object(Bucket="pod-insights-clips", Key=f"audio_clips/{EPISODE}/17017-24017.mp3")["Body"].read()
+    )
     source = decode_audio(audio["vbr"].path)
     first = round(17017 * 44.1)
-    assert clip.samples[:1000] == source.samples[first:first + 1000]
+    assert clip.samples[:1000] == source.samples[first : first + 1000]

@@ -1,6 +1,7 @@
 """Every outside call on the request path is bounded by the request's deadline (api.deadline: the Lambda's
 remaining time, at most API Gateway's 29 s, less a margin to answer): the service answers its own 503 with
 Retry-After before the deadline, never leaving API Gateway to answer 504."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def lambda_remaining_ms(monkeypatch):
 
 
 @pytest.mark.parametrize("remaining_ms", [6_000, 9_000])
-def test_stalled_s3_is_answered_with_a_503_before_the_deadline(silent, catalog_file, lambda_remaining_ms, monkeypatch,
-                                                               caplog, remaining_ms):
+def test_stalled_s3_is_answered_with_a_503_before_the_deadline(
+    silent, catalog_file, lambda_remaining_ms, monkeypatch, caplog, remaining_ms
+):
     caplog.set_level(logging.INFO)
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", f"http://127.0.0.1:{silent.port}")
     catalog_file([episode_doc(EPISODE, source_key(EPISODE))])
@@ -68,8 +70,9 @@ def test_no_s3_attempt_starts_that_could_not_end_before_the_deadline(s3):
 
 
 def test_a_silent_mongodb_is_bounded_by_the_deadline_not_only_by_its_own_timeout(silent):
-    catalog = open_catalog(Settings.from_env({"MONGODB_URI": f"mongodb://127.0.0.1:{silent.port}/",
-                                              "MONGODB_TIMEOUT_MS": "3000"}))
+    catalog = open_catalog(
+        Settings.from_env({"MONGODB_URI": f"mongodb://127.0.0.1:{silent.port}/", "MONGODB_TIMEOUT_MS": "3000"})
+    )
     started = time.monotonic()
     with pytest.raises(CatalogUnavailable):
         catalog.find_episode(EPISODE, deadline=time.monotonic() + 1.0)
@@ -97,7 +100,8 @@ def test_the_catalogs_secret_is_not_fetched_when_no_attempt_could_end_before_the
         from aws_lambda_powertools.utilities.parameters import base
 
         base.DEFAULT_PROVIDERS["ssm"].client.meta.events.register_last(
-            "before-send.ssm", lambda request, **kw: sent.append(request.url))
+            "before-send.ssm", lambda request, **kw: sent.append(request.url)
+        )
         with deadlines.until(time.monotonic() + 1.0), pytest.raises(SecretUnavailable, match="catalog's config"):
             secrets.fetch_secret("/audio-clips/test/mongodb-uri", "The episode catalog's configuration")
     assert sent == [], "refused before it reached the network"

@@ -1,6 +1,7 @@
 """The end-clamp rule, the same for every engine: a clip clamped at the episode's end holds at least 1000 ms (the
 shortest duration_ms); a start that leaves less is a 400 stating the episode's duration and the latest start.
 The test sources last 40 000 ms."""
+
 from __future__ import annotations
 
 import json
@@ -48,8 +49,10 @@ ENGINES = ["cbr", "vbr", "m4a"]  # arithmetic, seek index, FFmpeg
 def test_a_start_within_the_last_second_is_a_400_naming_the_latest_start(source, start):
     response, body = get(start, 1000)
     assert response.status_code == 400 and body["Code"] == "BadRequestError"
-    assert body["Message"] == (f"start_time_ms {start} leaves less than 1000 ms of the episode, whose duration is "
-                               "40000 ms: the latest start is 39000")
+    assert body["Message"] == (
+        f"start_time_ms {start} leaves less than 1000 ms of the episode, whose duration is "
+        "40000 ms: the latest start is 39000"
+    )
     assert clip_objects(source) == []
 
 

@@ -1,5 +1,6 @@
 """S3 faults: throttling and 5xx retried by botocore with backoff, a body cut mid-read retried by the service,
 and a clear 503 with no clip left behind when retries run out, in bounded time."""
+
 from __future__ import annotations
 
 import json
@@ -105,8 +106,9 @@ def test_a_failed_clip_upload_is_a_503_and_leaves_nothing(s3, episode, monkeypat
     client = wiring.current().s3
 
     def refuse(**kwargs):
-        raise ClientError({"Error": {"Code": "InternalError", "Message": "We encountered an internal error."}},
-                          "PutObject")
+        raise ClientError(
+            {"Error": {"Code": "InternalError", "Message": "We encountered an internal error."}}, "PutObject"
+        )
 
     monkeypatch.setattr(client, "put_object", refuse)
     response, body = get()

@@ -1,4 +1,5 @@
 """FFmpeg's faults become the contract's errors in bounded time, with FFmpeg's own words in the log."""
+
 from __future__ import annotations
 
 import json
@@ -67,7 +68,8 @@ def test_a_start_beyond_the_end_of_an_m4a_is_a_400_stating_its_duration(moto_ser
         response = client.http.get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms=41000")
     assert response.status_code == 400
     assert json.loads(response.body)["Message"] == (
-        "start_time_ms 41000 is at or beyond the end of the episode, whose duration is 40000 ms")
+        "start_time_ms 41000 is at or beyond the end of the episode, whose duration is 40000 ms"
+    )
     assert clip_objects(moto_server) == []
 
 
@@ -75,6 +77,7 @@ def test_an_ffmpeg_error_on_a_missing_url_is_not_called_undecodable(tmp_path):
     import imageio_ffmpeg
 
     with pytest.raises(Exception) as failure:
-        transcode_to_mp3(imageio_ffmpeg.get_ffmpeg_exe(), "http://127.0.0.1:9/missing.m4a", 0, 5000,
-                         deadline=time.monotonic() + 20)
+        transcode_to_mp3(
+            imageio_ffmpeg.get_ffmpeg_exe(), "http://127.0.0.1:9/missing.m4a", 0, 5000, deadline=time.monotonic() + 20
+        )
     assert not isinstance(failure.value, Undecodable), "a storage fault is a 503, not the audio's fault"

@@ -1,5 +1,6 @@
 """FFmpeg's network and TLS faults are the storage's (503, retry), not the audio's (422); FFmpeg always has a CA
 bundle to verify S3's certificate with, certifi's or the system's."""
+
 from __future__ import annotations
 
 import http.server
@@ -47,7 +48,7 @@ def answering(request):
     status = request.param
 
     class Handler(http.server.BaseHTTPRequestHandler):
-        def do_GET(self):  # noqa: N802
+        def do_GET(self):
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -62,8 +63,7 @@ def answering(request):
     server.server_close()
 
 
-@pytest.mark.parametrize("answering, error", [(400, WrongRegion), (503, StorageUnavailable)],
-                         indirect=["answering"])
+@pytest.mark.parametrize("answering, error", [(400, WrongRegion), (503, StorageUnavailable)], indirect=["answering"])
 def test_s3s_http_answers_to_ffmpeg_say_whether_to_retry(answering, error):
     with pytest.raises(error) as failure:
         transcode_to_mp3(imageio_ffmpeg.get_ffmpeg_exe(), answering, 0, 2000, deadline=time.monotonic() + 20)

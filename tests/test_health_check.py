@@ -1,4 +1,5 @@
 """health_check: real sockets for MongoDB faults, an emulated Atlas Admin API on 127.0.0.1, SNS through moto."""
+
 from __future__ import annotations
 
 import base64
@@ -44,6 +45,7 @@ def silent_port():
 
 # ------------------------------------------------------------------ diagnosis on real sockets
 
+
 def test_a_healthy_server_answers_the_ping(mongo_up):
     probe = ping_mongodb(mongo_up, 2000)
     assert probe.ok and probe.diagnosis == "ok" and probe.latency_ms < 2000
@@ -62,7 +64,9 @@ def test_a_port_that_never_answers_is_a_timeout_within_the_budget(silent_port):
     assert elapsed < 10, f"a 3 s budget took {elapsed:.1f} s"
 
 
-@pytest.mark.parametrize("uri", ["mongodb://no-such-host.invalid:27017/", "mongodb+srv://cluster0.no-such-host.invalid/"])
+@pytest.mark.parametrize(
+    "uri", ["mongodb://no-such-host.invalid:27017/", "mongodb+srv://cluster0.no-such-host.invalid/"]
+)
 def test_an_unresolvable_host_is_a_dns_failure(uri):
     probe = ping_mongodb(uri, 1000)
     assert (probe.ok, probe.diagnosis) == (False, "DNS failure")
@@ -82,6 +86,7 @@ def test_rejected_credentials_are_an_authentication_failure():
 
 # ------------------------------------------------------------------ the Atlas Admin API, emulated
 
+
 class AtlasEmulator:
     """The token endpoint, the cluster read and the resume call, checking the auth headers as Atlas would."""
 
@@ -97,10 +102,22 @@ class AtlasEmulator:
 
     def settings(self, service_account: bool = True, auto_resume: bool = False) -> AtlasSettings:
         if service_account:
-            return AtlasSettings("grp1", "Cluster0", self.url, client_id=self.client_id,
-                                 client_secret=self.client_secret, auto_resume=auto_resume)
-        return AtlasSettings("grp1", "Cluster0", self.url, public_key=self.public_key, private_key=self.private_key,
-                             auto_resume=auto_resume)
+            return AtlasSettings(
+                "grp1",
+                "Cluster0",
+                self.url,
+                client_id=self.client_id,
+                client_secret=self.client_secret,
+                auto_resume=auto_resume,
+            )
+        return AtlasSettings(
+            "grp1",
+            "Cluster0",
+            self.url,
+            public_key=self.public_key,
+            private_key=self.private_key,
+            auto_resume=auto_resume,
+        )
 
     def _handler(self):
         atlas = self
@@ -112,11 +129,16 @@ class AtlasEmulator:
             def do_POST(self):
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0))).decode()
                 expected = "Basic " + base64.b64encode(f"{atlas.client_id}:{atlas.client_secret}".encode()).decode()
-                if self.path != "/api/oauth/token" or self.headers.get("Authorization") != expected \
-                        or "grant_type=client_credentials" not in body:
+                if (
+                    self.path != "/api/oauth/token"
+                    or self.headers.get("Authorization") != expected
+                    or "grant_type=client_credentials" not in body
+                ):
                     return self._send(401, {"error": "invalid_client"})
                 atlas.tokens_issued += 1
-                self._send(200, {"access_token": f"tok-{atlas.tokens_issued}", "expires_in": 3600, "token_type": "Bearer"})
+                self._send(
+                    200, {"access_token": f"tok-{atlas.tokens_issued}", "expires_in": 3600, "token_type": "Bearer"}
+                )
 
             def do_GET(self):
                 self._cluster(None)
@@ -134,8 +156,7 @@ class AtlasEmulator:
                 atlas.calls.append((self.command, patch))
                 if patch is not None:
                     atlas.paused = patch["paused"]
-                self._send(200, {"name": "Cluster0", "paused": atlas.paused,
-                                 "stateName": "IDLE"})
+                self._send(200, {"name": "Cluster0", "paused": atlas.paused, "stateName": "IDLE"})
 
             def _authorised(self) -> bool:
                 header = self.headers.get("Authorization", "")
@@ -147,15 +168,17 @@ class AtlasEmulator:
                 if header.startswith("Digest ") and self._digest_ok(header):
                     return True
                 self.send_response(401)
-                self.send_header("WWW-Authenticate", 'Digest realm="MMS Public API", nonce="n0nce", qop="auth", algorithm=MD5')
+                self.send_header(
+                    "WWW-Authenticate", 'Digest realm="MMS Public API", nonce="n0nce", qop="auth", algorithm=MD5'
+                )
                 self.send_header("Content-Length", "0")
                 self.end_headers()
                 return False
 
             def _digest_ok(self, header: str) -> bool:
-                fields = dict(part.strip().split("=", 1) for part in header[len("Digest "):].split(","))
+                fields = dict(part.strip().split("=", 1) for part in header[len("Digest ") :].split(","))
                 fields = {k: v.strip('"') for k, v in fields.items()}
-                md5 = lambda text: hashlib.md5(text.encode()).hexdigest()  # noqa: E731
+                md5 = lambda text: hashlib.md5(text.encode()).hexdigest()
                 ha1 = md5(f"{atlas.public_key}:MMS Public API:{atlas.private_key}")
                 ha2 = md5(f"{self.command}:{fields.get('uri')}")
                 expected = md5(f"{ha1}:{fields.get('nonce')}:{fields.get('nc')}:{fields.get('cnonce')}:auth:{ha2}")
@@ -203,6 +226,7 @@ def test_wrong_credentials_are_refused_by_the_emulator(atlas_paused):
 
 # ------------------------------------------------------------------ runs, state and alerts, through moto
 
+
 @pytest.fixture
 def aws():
     with mock_aws():
@@ -224,16 +248,26 @@ def aws():
         def publish(alert):
             sns.publish(TopicArn=topic, Subject=alert.subject, Message=alert.message)
 
-        yield type("Aws", (), {"s3": s3, "topic": topic, "received": staticmethod(received),
-                               "publish": staticmethod(publish)})
+        yield type(
+            "Aws", (), {"s3": s3, "topic": topic, "received": staticmethod(received), "publish": staticmethod(publish)}
+        )
 
 
 def run_sequence(aws, pings, atlas=None, auto_resume=False, publish=None):
     state = HealthState(aws.s3, CLIPS_BUCKET)
     outcomes = []
     for i, ping in enumerate(pings):
-        outcomes.append(run_check(ping, atlas, auto_resume, state, publish or aws.publish, "MongoDB at test",
-                                  now=T0 + timedelta(minutes=5 * i)))
+        outcomes.append(
+            run_check(
+                ping,
+                atlas,
+                auto_resume,
+                state,
+                publish or aws.publish,
+                "MongoDB at test",
+                now=T0 + timedelta(minutes=5 * i),
+            )
+        )
     return outcomes
 
 
@@ -296,8 +330,9 @@ def test_an_alert_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(aws):
     first = run_check(lambda: Probe(False, 1, "timeout"), None, False, state, broken, "c", now=T0)
     assert first.alert_failed and "alert not sent" in first.errors[0]
     assert aws.received() == []
-    second = run_check(lambda: Probe(False, 1, "timeout"), None, False, state, aws.publish, "c",
-                       now=T0 + timedelta(minutes=5))
+    second = run_check(
+        lambda: Probe(False, 1, "timeout"), None, False, state, aws.publish, "c", now=T0 + timedelta(minutes=5)
+    )
     messages = aws.received()
     assert len(messages) == 1 and "timeout" in messages[0]["Subject"] and second.alert
 
@@ -312,13 +347,19 @@ def test_an_unreadable_state_is_unknown_not_an_error(aws, content):
 
 
 def test_s3_down_is_logged_and_never_raised(aws):
-    from chalicelib.health import Probe
     from botocore.config import Config
 
-    dead = boto3.client("s3", region_name="us-east-1", endpoint_url=f"http://127.0.0.1:{free_port()}",
-                        config=Config(retries={"max_attempts": 1}, connect_timeout=0.5))
-    outcome = run_check(lambda: Probe(False, 1, "timeout"), None, False, HealthState(dead, CLIPS_BUCKET),
-                        aws.publish, "c", now=T0)
+    from chalicelib.health import Probe
+
+    dead = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        endpoint_url=f"http://127.0.0.1:{free_port()}",
+        config=Config(retries={"max_attempts": 1}, connect_timeout=0.5),
+    )
+    outcome = run_check(
+        lambda: Probe(False, 1, "timeout"), None, False, HealthState(dead, CLIPS_BUCKET), aws.publish, "c", now=T0
+    )
     assert any("state" in e for e in outcome.errors)
     assert aws.received() == [], "no claim on the state, no alert: better silent once than twice"
 
@@ -332,8 +373,12 @@ def test_the_scheduled_function_runs_through_chalice(aws, monkeypatch, mongo_up,
     from app import app
 
     with Client(app, stage_name="local") as client:
-        event = client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
-                                                resources=["arn:aws:events:us-east-1:123456789012:rule/health"])
+        event = client.events.generate_cw_event(
+            source="aws.events",
+            detail_type="Scheduled Event",
+            detail={},
+            resources=["arn:aws:events:us-east-1:123456789012:rule/health"],
+        )
         result = client.lambda_.invoke("health_check", event).payload
     assert result["healthy"] is False and result["diagnosis"] == "connection refused" and result["alert"]
     assert len(aws.received()) == 1

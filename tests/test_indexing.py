@@ -1,5 +1,6 @@
 """The seek index: built by cleanup_clips when an episode's audio arrives, and by one process at a time when a
 miss finds none."""
+
 from __future__ import annotations
 
 import json
@@ -78,8 +79,13 @@ def cleanup_lines(caplog) -> list:
 
 
 def write_lease(s3, source_etag: str, expires_in_s: float, owner: str = "another-lambda") -> None:
-    s3.put_object(Bucket=CLIPS_BUCKET, Key=LEASE_KEY, Body=json.dumps(
-        {"source_etag": source_etag, "expires_at": time.time() + expires_in_s, "owner": owner}).encode())
+    s3.put_object(
+        Bucket=CLIPS_BUCKET,
+        Key=LEASE_KEY,
+        Body=json.dumps(
+            {"source_etag": source_etag, "expires_at": time.time() + expires_in_s, "owner": owner}
+        ).encode(),
+    )
 
 
 def miss(start_ms: int, seconds: float = 20.0, duration_ms: int = 5000):
@@ -158,8 +164,9 @@ def test_a_failed_build_is_logged_and_the_purge_stands(s3, episode, caplog, monk
     seed(s3, EPISODE, 3)
     invoke(record(key, "ObjectCreated:Put"))  # does not raise: Lambda does not retry
     assert not has(s3, INDEX_KEY)
-    assert [k["Key"] for k in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]] == [LEASE_KEY], \
+    assert [k["Key"] for k in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]] == [LEASE_KEY], (
         "every clip purged; only the released lease remains"
+    )
     failure = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "index_failed"][-1]
     assert failure.levelname == "ERROR" and "disk on fire" in failure.fields["error"]
     assert cleanup_lines(caplog)[-1]["index"] == "failed"
@@ -187,8 +194,9 @@ def test_the_build_deadline_comes_from_the_lambdas_remaining_time(s3, episode, m
 
     given = []
     real_build = indexing.build_index
-    monkeypatch.setattr(indexing, "build_index", lambda source, deadline: given.append(deadline) or
-                        real_build(source, deadline))
+    monkeypatch.setattr(
+        indexing, "build_index", lambda source, deadline: given.append(deadline) or real_build(source, deadline)
+    )
     _, key = episode("vbr")
     context = SimpleNamespace(aws_request_id="req-1", get_remaining_time_in_millis=lambda: 60_000)
     called = time.monotonic()
@@ -225,7 +233,7 @@ def test_concurrent_first_misses_scan_the_episode_once_and_all_answer(s3, episod
         barrier.wait()
         try:
             results.append(miss(1000 + n * 4000))
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             errors.append(error)
 
     threads = [threading.Thread(target=one, args=(n,)) for n in range(clients)]
@@ -330,9 +338,17 @@ def test_two_processes_missing_at_once_scan_the_episode_once(moto_server, audio,
     key = f"p/{EPISODE}/audio/episode.mp3"
     moto_server.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=audio["vbr"].data)
     env = dict(os.environ, PYTHONPATH=ROOT)
-    workers = [subprocess.Popen([sys.executable, "-m", "tests.lease_worker", SOURCE_BUCKET, key, EPISODE,
-                                 str(tmp_path)], env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True) for _ in range(2)]
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tests.lease_worker", SOURCE_BUCKET, key, EPISODE, str(tmp_path)],
+            env=env,
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(2)
+    ]
     reports = []
     for worker in workers:
         out, err = worker.communicate(timeout=60)

@@ -7,6 +7,7 @@ of frames must be the whole file's samples exactly. A start past the real end is
 
 Set JOINED_REPORT=path to append one line per clip (fixture, position, start error, duration error) to a file.
 """
+
 from __future__ import annotations
 
 import json
@@ -47,10 +48,12 @@ def positions(whole_ms: float, joins: List[float]) -> List[Tuple[str, int, int]]
     """(label, start_ms, duration_ms) of the clips to check."""
     cases = [("start", 0, 2000), ("middle", int(whole_ms * 0.45), 3000)]
     for number, join in enumerate(joins, 1):
-        cases += [(f"before join {number}", int(join) - 1100, 1000),
-                  (f"at join {number}", round(join), 1000),
-                  (f"after join {number}", int(join) + 100, 1000),
-                  (f"across join {number}", int(join) - 1000, 2000)]
+        cases += [
+            (f"before join {number}", int(join) - 1100, 1000),
+            (f"at join {number}", round(join), 1000),
+            (f"after join {number}", int(join) + 100, 1000),
+            (f"across join {number}", int(join) - 1000, 2000),
+        ]
     cases.append(("end", int(whole_ms) - 1500, 3000))
     return cases
 
@@ -86,15 +89,18 @@ def check_fixture(s3, episode, fixture: Joined, tmp_path) -> List[str]:
         start_error = (found - start_ms * 16) / 16
         duration_error = clip.duration_ms - expected_ms
         near_join = any(abs(start_ms - join) < 30 for join in fixture.joins_ms)
-        lines.append(f"{fixture.name:24} {label:16} start {start_ms:6} ms  start error {start_error:+6.2f} ms  "
-                     f"duration error {duration_error:+6.2f} ms  served {body['duration_ms']} ms")
+        lines.append(
+            f"{fixture.name:24} {label:16} start {start_ms:6} ms  start error {start_error:+6.2f} ms  "
+            f"duration error {duration_error:+6.2f} ms  served {body['duration_ms']} ms"
+        )
         start_limit = 26.2 if near_join else 1.0 + _drift_allowance(fixture, start_ms)
         if abs(start_error) > start_limit:
             failures.append(f"{label}: starts {start_error:+.2f} ms off (limit {start_limit} ms)")
         duration_limit = 1.0 + (_drift_allowance(fixture, start_ms) if label == "end" else 0.0)
         if abs(duration_error) > duration_limit or abs(body["duration_ms"] - expected_ms) > duration_limit:
-            failures.append(f"{label}: lasts {clip.duration_ms:.1f} ms, served {body['duration_ms']}, "
-                            f"expected {expected_ms:.1f}")
+            failures.append(
+                f"{label}: lasts {clip.duration_ms:.1f} ms, served {body['duration_ms']}, expected {expected_ms:.1f}"
+            )
         if fixture.frame_copy and not near_join:
             failures += _frame_copy_exact(label, data, native, start_ms, fixture, tmp_path)
     beyond = math.ceil(whole_ms + _drift_allowance(fixture, whole_ms)) + 1
@@ -105,7 +111,7 @@ def check_fixture(s3, episode, fixture: Joined, tmp_path) -> List[str]:
     if report:
         with open(report, "a") as handle:
             handle.write("\n".join(lines) + "\n")
-    assert not failures, "\n".join(lines + ["FAILURES:"] + failures)
+    assert not failures, "\n".join([*lines, "FAILURES:", *failures])
     return lines
 
 
@@ -125,7 +131,7 @@ def _frame_copy_exact(label: str, data: bytes, native, start_ms: int, fixture: J
     first = round(start_ms * rate_k)
     found = best_offset(clip, native, first, window=round(30 * rate_k), skip=0, probe=2000)
     count = min(clip.frames, native.frames - found)
-    if clip.samples[:count] != native.samples[found:found + count]:
+    if clip.samples[:count] != native.samples[found : found + count]:
         return [f"{label}: a frame copy, but not the whole file's samples (offset {found - first} samples)"]
     return []
 

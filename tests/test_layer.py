@@ -3,6 +3,7 @@
 The slow tests run build.py once for the module (the wheels are cached in layers/ffmpeg/cache/, so only the first
 run on a machine downloads them) and publish.py against moto over HTTP.
 """
+
 from __future__ import annotations
 
 import copy
@@ -35,8 +36,13 @@ def load(name: str):
 
 
 def run_script(name: str, *args, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(LAYER_DIR / f"{name}.py"), *map(str, args)],
-                          capture_output=True, text=True, env=env, timeout=600)
+    return subprocess.run(
+        [sys.executable, str(LAYER_DIR / f"{name}.py"), *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
 
 
 def sha256_of(path: Path) -> str:
@@ -156,12 +162,15 @@ def test_a_tampered_wheel_is_refused(dist, tmp_path):
 # ---------------------------------------------------------------- build.py's pieces
 
 
-@pytest.mark.parametrize("configuration, spdx", [
-    ("--enable-gpl --enable-version3 --enable-libmp3lame", "GPL-3.0-or-later"),
-    ("--enable-gpl --enable-libx264", "GPL-2.0-or-later"),
-    ("--enable-version3", "LGPL-3.0-or-later"),
-    ("--disable-debug", "LGPL-2.1-or-later"),
-])
+@pytest.mark.parametrize(
+    "configuration, spdx",
+    [
+        ("--enable-gpl --enable-version3 --enable-libmp3lame", "GPL-3.0-or-later"),
+        ("--enable-gpl --enable-libx264", "GPL-2.0-or-later"),
+        ("--enable-version3", "LGPL-3.0-or-later"),
+        ("--disable-debug", "LGPL-2.1-or-later"),
+    ],
+)
 def test_license_follows_the_configuration(configuration, spdx):
     assert load("build").license_of(f"configuration: {configuration}") == spdx
 
@@ -172,8 +181,10 @@ def test_a_nonfree_build_is_refused():
         build.license_of("configuration: --enable-gpl --enable-nonfree --enable-libfdk-aac")
 
 
-@pytest.mark.skipif(not (shutil.which("gcc") and shutil.which("readelf") and shutil.which("strip")),
-                    reason="needs gcc, readelf and strip")
+@pytest.mark.skipif(
+    not (shutil.which("gcc") and shutil.which("readelf") and shutil.which("strip")),
+    reason="needs gcc, readelf and strip",
+)
 def test_strip_removes_symbols_only_when_there_are_some(tmp_path, capsys):
     build = load("build")
     (tmp_path / "t.c").write_text('#include <stdio.h>\nint main(void) { puts("ffmpeg version test"); return 0; }\n')
@@ -209,10 +220,16 @@ def test_record_layer_keeps_the_rest_of_the_config(tmp_path):
     publish.record_layer(config, "dev", "arn:aws:lambda:us-east-1:123456789012:layer:x:1")
     text = config.read_text()
     assert text.endswith("}\n") and text.startswith('{\n  "version": "2.0",')
-    assert json.loads(text) == {"version": "2.0", "stages": {
-        "dev": {"api_gateway_stage": "dev",
-                "lambda_functions": {"api_handler": {"layers": ["arn:aws:lambda:us-east-1:123456789012:layer:x:1"]}}},
-        "prod": {}}}
+    assert json.loads(text) == {
+        "version": "2.0",
+        "stages": {
+            "dev": {
+                "api_gateway_stage": "dev",
+                "lambda_functions": {"api_handler": {"layers": ["arn:aws:lambda:us-east-1:123456789012:layer:x:1"]}},
+            },
+            "prod": {},
+        },
+    }
 
 
 @pytest.mark.slow
@@ -242,7 +259,8 @@ def test_publish_to_moto(dist, moto_server, tmp_path):
 
     expected = copy.deepcopy(original)
     expected["stages"]["dev"].setdefault("lambda_functions", {}).setdefault("api_handler", {})["layers"] = [
-        layer["LayerVersionArn"]]
+        layer["LayerVersionArn"]
+    ]
     assert json.loads(config.read_text()) == expected
     assert config.read_text().endswith("}\n")
     assert f"published {layer['LayerVersionArn']}" in result.stdout

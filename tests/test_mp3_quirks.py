@@ -1,4 +1,5 @@
 """Quirks of real MP3 files, each in one test: which path cuts it, what it reads, what it answers."""
+
 from __future__ import annotations
 
 import json
@@ -71,7 +72,7 @@ def parts(tmp_path_factory):
 
 def frames_of(data: bytes):
     layout = mp3.read_layout(lambda start, end: data[start:end])
-    return [(data[at:at + h.length], h) for at, h in mp3.walk_frames(data, layout.audio_start)]
+    return [(data[at : at + h.length], h) for at, h in mp3.walk_frames(data, layout.audio_start)]
 
 
 @pytest.mark.skipif(LAME is None, reason="needs Debian's `lame` (make test installs it as root)")
@@ -85,8 +86,9 @@ def test_a_crc_protected_lame_cbr_file_is_cut_by_arithmetic_after_its_info_frame
 
 
 def test_a_joined_file_never_takes_the_cbr_shortcut_of_its_first_parts_info_tag(s3, parts):
-    data = encode(parts, "pre5", 5, 44100, 2, ("-b:a", "128k"), 1) + encode(parts, "show20", 20, 44100, 2,
-                                                                             ("-b:a", "128k"), 2)
+    data = encode(parts, "pre5", 5, 44100, 2, ("-b:a", "128k"), 1) + encode(
+        parts, "show20", 20, 44100, 2, ("-b:a", "128k"), 2
+    )
     clip = cut_mp3(open_source(s3, data), 20000, 2000, MemoryArtefact(), time.monotonic() + 30)
     assert clip.method == "mp3-index" and clip.duration_ms == 2000
 
@@ -118,7 +120,7 @@ def test_a_file_under_16_kib_is_read_once(s3, parts):
 def test_a_clip_of_a_cbr_source_says_info_and_of_a_vbr_source_xing(s3, audio):
     for kind, word in (("cbr", b"Info"), ("vbr", b"Xing")):
         clip = cut_mp3(open_source(s3, audio[kind].data), 17017, 3000, MemoryArtefact(), time.monotonic() + 30)
-        layout = mp3.read_layout(lambda start, end: clip.data[start:end])
+        layout = mp3.read_layout(lambda start, end, data=clip.data: data[start:end])
         assert layout.tag is not None and layout.tag.kind == word.decode(), kind
 
 
@@ -156,7 +158,7 @@ def test_indexing_a_joined_episode_costs_about_what_a_uniform_one_does(parts):
         best = None
         for _ in range(5):
             started = time.perf_counter()
-            chunks = (data[at:at + (1 << 20)] for at in range(layout.audio_start, len(data), 1 << 20))
+            chunks = (data[at : at + (1 << 20)] for at in range(layout.audio_start, len(data), 1 << 20))
             mp3.scan(chunks, layout, "etag", len(data), time.monotonic, time.monotonic() + 60)
             elapsed = (time.perf_counter() - started) / len(data) * 1e6
             best = elapsed if best is None else min(best, elapsed)
@@ -175,10 +177,9 @@ def test_the_index_is_the_same_whatever_the_chunks_tags_and_frames_straddle(part
     layout = mp3.read_layout(lambda start, end: data[start:end])
 
     def index(size: int) -> mp3.SeekIndex:
-        chunks = (data[at:at + size] for at in range(layout.audio_start, len(data), size))
+        chunks = (data[at : at + size] for at in range(layout.audio_start, len(data), size))
         return mp3.scan(chunks, layout, "etag", len(data), time.monotonic, time.monotonic() + 30)
 
     assert index(chunk) == index(len(data))
     assert [s.sample_rate for s in index(chunk).segments] == [44100, 48000, 44100]
     assert index(chunk).lost_frames == 2, "each part's Info frame, behind an ID3v2 tag"
-

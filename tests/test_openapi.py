@@ -1,5 +1,6 @@
 """The published OpenAPI document against the running service: schemathesis drives chalice local (with moto's S3
 and the demo episode) through every phase and check; no 5xx, every answer as documented."""
+
 from __future__ import annotations
 
 import json
@@ -27,10 +28,27 @@ def test_the_served_document_is_the_one_in_the_repo(local_stack: LocalStack):
 def test_schemathesis_finds_no_server_error_and_no_undocumented_answer(local_stack: LocalStack, tmp_path, capsys):
     report = tmp_path / "junit.xml"
     result = subprocess.run(
-        [SCHEMATHESIS, "--config-file", str(REPO_ROOT / "tests" / "schemathesis.toml"), "run",
-         f"{local_stack.base_url}/api/v1/openapi.json", "--checks", "all", "--max-examples", "60", "--seed", "20261124",
-         "--report", "junit", "--report-junit-path", str(report)],
-        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+        [
+            SCHEMATHESIS,
+            "--config-file",
+            str(REPO_ROOT / "tests" / "schemathesis.toml"),
+            "run",
+            f"{local_stack.base_url}/api/v1/openapi.json",
+            "--checks",
+            "all",
+            "--max-examples",
+            "60",
+            "--seed",
+            "20261124",
+            "--report",
+            "junit",
+            "--report-junit-path",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,
     )
     summary = re.search(r"(\d+) generated, (\d+) passed", result.stdout)
     with capsys.disabled():

@@ -1,5 +1,6 @@
 """The service against moto's S3 server on 127.0.0.1: ranged reads, the clip upload and the pre-signed URL all
 cross a real socket, and the URL is fetched the way a browser would."""
+
 from __future__ import annotations
 
 import json

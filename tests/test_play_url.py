@@ -1,5 +1,6 @@
 """``play_url``: the lasting link of a clip. Absolute (behind API Gateway's stage path, or under PUBLIC_BASE_URL),
 it names the clip as asked, and following it answers 302 to a clip URL that serves the clip."""
+
 from __future__ import annotations
 
 import json
@@ -31,7 +32,7 @@ def api_gateway(url: str, stage_prefix: str = "") -> dict:
     path the client used (with any stage or base path) in ``requestContext.path``. Returns Chalice's answer."""
     parts = urlsplit(url)
     assert parts.path.startswith(stage_prefix + "/api/v1/audio_clips/"), url
-    route_path = parts.path[len(stage_prefix):]
+    route_path = parts.path[len(stage_prefix) :]
     query = {name: values[-1] for name, values in parse_qs(parts.query).items()}
     event = {
         "resource": ROUTE,
@@ -43,8 +44,14 @@ def api_gateway(url: str, stage_prefix: str = "") -> dict:
         "multiValueQueryStringParameters": {k: [v] for k, v in query.items()} or None,
         "pathParameters": {"episode_id": route_path.rsplit("/", 1)[-1]},
         "stageVariables": None,
-        "requestContext": {"resourcePath": ROUTE, "httpMethod": "GET", "path": parts.path, "stage": "dev",
-                           "requestId": str(uuid.uuid4()), "identity": {"sourceIp": "127.0.0.1"}},
+        "requestContext": {
+            "resourcePath": ROUTE,
+            "httpMethod": "GET",
+            "path": parts.path,
+            "stage": "dev",
+            "requestId": str(uuid.uuid4()),
+            "identity": {"sourceIp": "127.0.0.1"},
+        },
         "body": None,
         "isBase64Encoded": False,
     }
@@ -69,21 +76,26 @@ def follow_to_the_clip(play_url: str, stage_prefix: str = "") -> bytes:
 def test_play_url_names_the_clip_as_asked_with_redirect_true(s3, episode):
     episode("cbr")
     with Client(app, stage_name="local") as client:
-        response = client.http.get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms=35000&duration_ms=30000",
-                                   headers={"Host": "127.0.0.1:8000"})
+        response = client.http.get(
+            f"/api/v1/audio_clips/{EPISODE}?start_time_ms=35000&duration_ms=30000", headers={"Host": "127.0.0.1:8000"}
+        )
     body = json.loads(response.body)
     assert body["duration_ms"] == 5000  # clamped at the end of the 40 s episode; the link keeps what was asked
-    assert body["play_url"] == (f"http://127.0.0.1:8000/api/v1/audio_clips/{EPISODE}"
-                                "?start_time_ms=35000&duration_ms=30000&redirect=true")
+    assert body["play_url"] == (
+        f"http://127.0.0.1:8000/api/v1/audio_clips/{EPISODE}?start_time_ms=35000&duration_ms=30000&redirect=true"
+    )
 
 
 def test_play_url_behind_api_gateway_keeps_the_stage_path_and_answers_302_to_a_working_clip(served_episode):
-    answer = api_gateway(f"https://{EXECUTE_API_HOST}/dev/api/v1/audio_clips/{EPISODE}"
-                         "?start_time_ms=5000&duration_ms=4000", stage_prefix="/dev")
+    answer = api_gateway(
+        f"https://{EXECUTE_API_HOST}/dev/api/v1/audio_clips/{EPISODE}?start_time_ms=5000&duration_ms=4000",
+        stage_prefix="/dev",
+    )
     assert answer["statusCode"] == 200, answer
     play_url = json.loads(answer["body"])["play_url"]
-    assert play_url == (f"https://{EXECUTE_API_HOST}/dev/api/v1/audio_clips/{EPISODE}"
-                        "?start_time_ms=5000&duration_ms=4000&redirect=true")
+    assert play_url == (
+        f"https://{EXECUTE_API_HOST}/dev/api/v1/audio_clips/{EPISODE}?start_time_ms=5000&duration_ms=4000&redirect=true"
+    )
     clip = decode(follow_to_the_clip(play_url, stage_prefix="/dev"))
     assert clip.stderr == "" and abs(clip.duration_ms - 4000) <= FRAME_MS
 
@@ -93,10 +105,12 @@ def test_play_url_under_public_base_url_answers_302_to_a_working_clip(served_epi
 
     monkeypatch.setenv("PUBLIC_BASE_URL", "https://clips.example.com/audio")
     wiring.reset()
-    answer = api_gateway(f"https://{EXECUTE_API_HOST}/prod/api/v1/audio_clips/{EPISODE}?start_time_ms=0",
-                         stage_prefix="/prod")
+    answer = api_gateway(
+        f"https://{EXECUTE_API_HOST}/prod/api/v1/audio_clips/{EPISODE}?start_time_ms=0", stage_prefix="/prod"
+    )
     play_url = json.loads(answer["body"])["play_url"]
-    assert play_url == (f"https://clips.example.com/audio/api/v1/audio_clips/{EPISODE}"
-                        "?start_time_ms=0&duration_ms=30000&redirect=true")
+    assert play_url == (
+        f"https://clips.example.com/audio/api/v1/audio_clips/{EPISODE}?start_time_ms=0&duration_ms=30000&redirect=true"
+    )
     clip = decode(follow_to_the_clip(play_url, stage_prefix="/audio"))  # the custom domain's base path mapping
     assert clip.stderr == "" and abs(clip.duration_ms - 30000) <= FRAME_MS

@@ -1,5 +1,6 @@
 """Property-based: whatever a client sends, parsing either yields a request inside the contract or a 400, before any
 I/O; and no accepted input names an S3 key outside audio_clips/{guid}/."""
+
 from __future__ import annotations
 
 import re
@@ -21,8 +22,11 @@ id_like = st.one_of(
     st.from_regex(r"[A-Za-z0-9._:-]{1,210}", fullmatch=True),
     st.text(alphabet="%2F%2E./\\:;?#&=+ \x00\n", max_size=40),
 )
-number_like = st.one_of(st.integers(-10**15, 10**15).map(str), st.text(max_size=15),
-                        st.sampled_from(["", " 1", "1 ", "+5", "1e3", "0x10", "１２", "007", "1.0"]))
+number_like = st.one_of(
+    st.integers(-(10**15), 10**15).map(str),
+    st.text(max_size=15),
+    st.sampled_from(["", " 1", "1 ", "+5", "1e3", "0x10", "１２", "007", "1.0"]),
+)
 
 
 @settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -43,8 +47,11 @@ def test_an_episode_id_is_accepted_exactly_when_it_is_in_the_grammar(episode_id)
 
 
 @settings(max_examples=1500, deadline=None)
-@given(start=number_like, duration=st.one_of(st.none(), number_like), redirect=st.one_of(
-    st.none(), st.sampled_from(["true", "false", "TRUE", "False", "", "yes", "1", "0", "tru"])))
+@given(
+    start=number_like,
+    duration=st.one_of(st.none(), number_like),
+    redirect=st.one_of(st.none(), st.sampled_from(["true", "false", "TRUE", "False", "", "yes", "1", "0", "tru"])),
+)
 def test_parameters_are_accepted_exactly_within_their_bounds(start, duration, redirect):
     EXAMPLES["queries"] += 1
     query = {"start_time_ms": start}
@@ -64,7 +71,9 @@ def test_parameters_are_accepted_exactly_within_their_bounds(start, duration, re
         return
     assert ok_start and ok_duration and ok_redirect
     assert parsed.clip.start_ms == int(start) and 1000 <= parsed.clip.duration_ms <= MAX_CLIP_MS
-    assert parsed.clip.key == clip_key("substack:1", parsed.clip.start_ms, parsed.clip.start_ms + parsed.clip.duration_ms)
+    assert parsed.clip.key == clip_key(
+        "substack:1", parsed.clip.start_ms, parsed.clip.start_ms + parsed.clip.duration_ms
+    )
 
 
 def test_hypothesis_tried_what_it_was_asked_to(capsys):

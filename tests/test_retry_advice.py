@@ -1,6 +1,7 @@
 """Whether to retry: faults that retrying cannot fix (access denied, a KMS key, an archived object, another region,
 a bucket outside SOURCE_ALLOWED_BUCKETS) are a 500 without Retry-After whose message names the cause; transient
 ones (throttling, timeouts, unreachable) stay a 503 with Retry-After."""
+
 from __future__ import annotations
 
 import json
@@ -49,15 +50,27 @@ def get():
 
 
 PERMANENT = {
-    "kms": (403, "AccessDenied", "User: arn:aws:sts::123456789012:assumed-role/audio-clips-prod/x is not authorized "
-                                 "to perform: kms:Decrypt on resource: arn:aws:kms:us-east-1:123456789012:key/abc",
-            "KMS key"),
-    "kms-disabled": (400, "KMS.DisabledException", "arn:aws:kms:us-east-1:123456789012:key/abc is disabled.",
-                     "KMS key"),
+    "kms": (
+        403,
+        "AccessDenied",
+        "User: arn:aws:sts::123456789012:assumed-role/audio-clips-prod/x is not authorized "
+        "to perform: kms:Decrypt on resource: arn:aws:kms:us-east-1:123456789012:key/abc",
+        "KMS key",
+    ),
+    "kms-disabled": (
+        400,
+        "KMS.DisabledException",
+        "arn:aws:kms:us-east-1:123456789012:key/abc is disabled.",
+        "KMS key",
+    ),
     "denied": (403, "AccessDenied", "Access Denied", "Access denied"),
     "archived": (403, "InvalidObjectState", "The operation is not valid for the object's storage class", "archived"),
-    "other-region": (301, "PermanentRedirect", "The bucket you are attempting to access must be addressed using the "
-                                               "specified endpoint.", "another AWS region"),
+    "other-region": (
+        301,
+        "PermanentRedirect",
+        "The bucket you are attempting to access must be addressed using the specified endpoint.",
+        "another AWS region",
+    ),
 }
 
 
@@ -128,4 +141,5 @@ def test_api_handler_may_decrypt_only_with_the_stages_named_source_key_and_only_
     assert kms["Action"] == ["kms:Decrypt"]
     assert kms["Condition"]["StringLike"] == {"kms:ViaService": "s3.*.amazonaws.com"}
     assert kms["Condition"]["ForAnyValue:StringEquals"] == {
-        "kms:ResourceAliases": [f"alias/audio-clips-{stage}-source-audio"]}
+        "kms:ResourceAliases": [f"alias/audio-clips-{stage}-source-audio"]
+    }

@@ -3,6 +3,7 @@
 It runs scripts/run_local.py as a newcomer would (on free ports), waits for its READY line, asks for a clip over
 HTTP, decodes the MP3 it gets, then sends SIGINT and checks that everything the script started is gone.
 """
+
 from __future__ import annotations
 
 import array
@@ -16,8 +17,14 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.local_stack import DEMO_GUID, STOP_TIMEOUT_S, LocalStack, accepts_connections, ffmpeg_exe
-from tests.local_stack import local_stack  # noqa: F401  (a fixture)
+from tests.local_stack import (
+    DEMO_GUID,
+    STOP_TIMEOUT_S,
+    LocalStack,
+    accepts_connections,
+    ffmpeg_exe,
+    local_stack,  # noqa: F401  (a fixture)
+)
 
 pytestmark = pytest.mark.slow
 
@@ -122,8 +129,23 @@ def test_make_run_audio_serves_your_own_file_as_one_more_episode(tmp_path: Path)
     from tests.local_stack import start_local_stack
 
     own = tmp_path / "My Show #12.mp3"
-    subprocess.run([ffmpeg_exe(), "-v", "error", "-f", "lavfi", "-i", "sine=frequency=440:duration=40",
-                    "-c:a", "libmp3lame", "-b:a", "128k", str(own)], check=True)
+    subprocess.run(
+        [
+            ffmpeg_exe(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "sine=frequency=440:duration=40",
+            "-c:a",
+            "libmp3lame",
+            "-b:a",
+            "128k",
+            str(own),
+        ],
+        check=True,
+    )
     with start_local_stack("--audio", str(own)) as stack:
         stack.output.wait_for_line("Your audio", 10)
         curl = stack.output.wait_for_line("  curl -s '", 10)
@@ -142,8 +164,12 @@ def test_make_run_audio_serves_your_own_file_as_one_more_episode(tmp_path: Path)
 
 def test_a_missing_audio_file_fails_before_anything_starts(tmp_path: Path) -> None:
     script = Path(__file__).resolve().parent.parent / "scripts" / "run_local.py"
-    result = subprocess.run([sys.executable, str(script), "--audio", str(tmp_path / "nope.mp3"), "--port", "0"],
-                            capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [sys.executable, str(script), "--audio", str(tmp_path / "nope.mp3"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert result.returncode == 1
     assert "AUDIO=" in result.stderr and "no such file" in result.stderr
 

@@ -1,5 +1,6 @@
 """Secrets are fetched only by what needs them: with SSM down or throttled, a cached clip and the shallow health
 check still answer 200, and only a miss (which needs the catalog) answers 503 with Retry-After."""
+
 from __future__ import annotations
 
 import json
@@ -94,8 +95,9 @@ def test_the_shallow_health_check_answers_200_with_ssm_down(monkeypatch, request
 
 
 @pytest.mark.parametrize("fault", ["ssm_unreachable", "ssm_throttled"])
-def test_a_miss_answers_503_with_retry_after_naming_the_catalogs_configuration(cached_clip, monkeypatch, request,
-                                                                                fault):
+def test_a_miss_answers_503_with_retry_after_naming_the_catalogs_configuration(
+    cached_clip, monkeypatch, request, fault
+):
     cached_clip(monkeypatch)
     install = request.getfixturevalue(fault)
     answered = install() if callable(install) else None
@@ -120,7 +122,8 @@ def test_the_next_miss_fetches_again_once_ssm_is_back(cached_clip, monkeypatch, 
     secrets.reset()  # what the throttle hook sat on; the catalog was not cached, so it is fetched again
     with mock_aws():
         boto3.client("ssm", region_name="us-east-1").put_parameter(
-            Name=PARAMETER, Value="mongodb://127.0.0.1:9/", Type="SecureString")
+            Name=PARAMETER, Value="mongodb://127.0.0.1:9/", Type="SecureString"
+        )
         assert secrets.fetch_secret(PARAMETER, "The episode catalog's configuration") == "mongodb://127.0.0.1:9/"
     assert len(answered) == secrets.SSM_ATTEMPTS
 
@@ -181,10 +184,15 @@ def test_a_cold_cache_hit_loads_neither_powertools_parameters_nor_pymongo():
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MONGODB_", "LOCAL_CATALOG"))}
-    env.update(AWS_ACCESS_KEY_ID="testing", AWS_SECRET_ACCESS_KEY="testing", AWS_DEFAULT_REGION="us-east-1",
-               MONGODB_URI_SSM_PARAMETER=PARAMETER)
-    result = subprocess.run([sys.executable, "-c", HIT_IN_A_FRESH_PROCESS], cwd=root, env=env, capture_output=True,
-                            text=True, timeout=120)
+    env.update(
+        AWS_ACCESS_KEY_ID="testing",
+        AWS_SECRET_ACCESS_KEY="testing",
+        AWS_DEFAULT_REGION="us-east-1",
+        MONGODB_URI_SSM_PARAMETER=PARAMETER,
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", HIT_IN_A_FRESH_PROCESS], cwd=root, env=env, capture_output=True, text=True, timeout=120
+    )
     assert result.returncode == 0, result.stderr[-2000:]
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"status": 200, "hit": True, "loaded": []}

@@ -1,4 +1,5 @@
 """Browsers, secrets and cost: what the public route allows, and what never leaks."""
+
 from __future__ import annotations
 
 import json
@@ -73,7 +74,7 @@ def test_secrets_appear_in_neither_config_nor_logs(s3, episode, monkeypatch, cap
             with open(os.path.join(ROOT, ".chalice", name)) as handle:
                 text = handle.read()
             assert "mongodb://" not in text and "mongodb+srv://" not in text, name
-            assert "ATLAS_CLIENT_SECRET\"" not in text and "ATLAS_PRIVATE_KEY\"" not in text, name
+            assert 'ATLAS_CLIENT_SECRET"' not in text and 'ATLAS_PRIVATE_KEY"' not in text, name
     monkeypatch.setenv("MONGODB_URI", "mongodb://clipsvc:S3cr3t-Pa55w0rd@127.0.0.1:9/?authSource=admin")
     monkeypatch.setenv("MONGODB_TIMEOUT_MS", "300")
     monkeypatch.setenv("ATLAS_PROJECT_ID", "g")
@@ -88,7 +89,8 @@ def test_secrets_appear_in_neither_config_nor_logs(s3, episode, monkeypatch, cap
     from chalicelib.health import scheduled_run
 
     scheduled_run(wiring.current())
-    logged = capsys.readouterr().out + "\n".join(r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str)
-                                                 for r in caplog.records)
+    logged = capsys.readouterr().out + "\n".join(
+        r.getMessage() + json.dumps(getattr(r, "fields", {}), default=str) for r in caplog.records
+    )
     assert "S3cr3t-Pa55w0rd" not in logged and "atlas-S3cr3t-value" not in logged
     assert "clipsvc" not in logged, "not even the user name"

@@ -19,10 +19,16 @@ def test_variables_override_defaults():
     assert (settings.clips_bucket, settings.max_clip_ms, settings.mongodb_uri) == ("c", 90_000, "mongodb://h/")
 
 
-@pytest.mark.parametrize("name, value", [
-    ("MAX_CLIP_MS", "sixty"), ("MAX_CLIP_MS", "999"), ("CLIP_URL_TTL_SECONDS", "-1"),
-    ("CLIP_URL_TTL_SECONDS", "99999999"), ("MONGODB_TIMEOUT_MS", "30000"),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("MAX_CLIP_MS", "sixty"),
+        ("MAX_CLIP_MS", "999"),
+        ("CLIP_URL_TTL_SECONDS", "-1"),
+        ("CLIP_URL_TTL_SECONDS", "99999999"),
+        ("MONGODB_TIMEOUT_MS", "30000"),
+    ],
+)
 def test_a_malformed_variable_fails_at_start_naming_it(name, value):
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({name: value})
@@ -45,9 +51,13 @@ def test_secrets_can_be_read_from_ssm_by_name(monkeypatch):
         ssm = boto3.client("ssm", region_name="us-east-1")
         ssm.put_parameter(Name="/audio-clips/mongodb-uri", Value="mongodb://u:pw@db.example/", Type="SecureString")
         ssm.put_parameter(Name="/audio-clips/atlas-secret", Value="sk-123", Type="SecureString")
-        for name, value in {"MONGODB_URI_SSM_PARAMETER": "/audio-clips/mongodb-uri", "ATLAS_PROJECT_ID": "g",
-                            "ATLAS_CLUSTER_NAME": "c", "ATLAS_CLIENT_ID": "id",
-                            "ATLAS_CLIENT_SECRET_SSM_PARAMETER": "/audio-clips/atlas-secret"}.items():
+        for name, value in {
+            "MONGODB_URI_SSM_PARAMETER": "/audio-clips/mongodb-uri",
+            "ATLAS_PROJECT_ID": "g",
+            "ATLAS_CLUSTER_NAME": "c",
+            "ATLAS_CLIENT_ID": "id",
+            "ATLAS_CLIENT_SECRET_SSM_PARAMETER": "/audio-clips/atlas-secret",
+        }.items():
             monkeypatch.setenv(name, value)
         wiring.reset()
         settings = wiring.current().settings
@@ -67,11 +77,14 @@ def test_a_missing_ssm_parameter_fails_naming_it(monkeypatch):
             wiring.current().settings
 
 
-@pytest.mark.parametrize("env, names", [
-    ({"ATLAS_PROJECT_ID": "g"}, "ATLAS_CLUSTER_NAME"),
-    ({"ATLAS_PROJECT_ID": "g", "ATLAS_CLUSTER_NAME": "c"}, "ATLAS_CLIENT_ID"),
-    ({"ATLAS_AUTO_RESUME": "yes"}, "ATLAS_AUTO_RESUME"),
-])
+@pytest.mark.parametrize(
+    "env, names",
+    [
+        ({"ATLAS_PROJECT_ID": "g"}, "ATLAS_CLUSTER_NAME"),
+        ({"ATLAS_PROJECT_ID": "g", "ATLAS_CLUSTER_NAME": "c"}, "ATLAS_CLIENT_ID"),
+        ({"ATLAS_AUTO_RESUME": "yes"}, "ATLAS_AUTO_RESUME"),
+    ],
+)
 def test_incomplete_atlas_settings_fail_naming_what_is_missing(env, names):
     with pytest.raises(ConfigurationError, match=names):
         Settings.from_env(env)

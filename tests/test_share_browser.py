@@ -1,5 +1,6 @@
 """A real headless Chromium opens a clip's share page from `make run`'s stack and plays the clip: the page's
 Content-Security-Policy lets the audio through play_url's redirect, and a screenshot is kept for the README."""
+
 from __future__ import annotations
 
 import base64
@@ -21,17 +22,24 @@ def wait_until(page, expression: str, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while not page.evaluate(expression):
         if time.monotonic() > deadline:
-            state = page.evaluate("(a => a && {t: a.currentTime, paused: a.paused, ready: a.readyState, "
-                                  "network: a.networkState, error: a.error && a.error.message})"
-                                  "(document.querySelector('audio'))")
-            pytest.fail(f"{expression} still false after {timeout_s} s; audio: {state}; "
-                        f"console: {console_messages(page.events)}")
+            state = page.evaluate(
+                "(a => a && {t: a.currentTime, paused: a.paused, ready: a.readyState, "
+                "network: a.networkState, error: a.error && a.error.message})"
+                "(document.querySelector('audio'))"
+            )
+            pytest.fail(
+                f"{expression} still false after {timeout_s} s; audio: {state}; "
+                f"console: {console_messages(page.events)}"
+            )
         time.sleep(0.1)
 
 
-def test_chromium_plays_the_clip_from_its_share_page(chromium: Browser, local_stack: LocalStack):  # noqa: F811
-    answer = requests.get(f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
-                          params={"start_time_ms": 60000, "duration_ms": 30000}, timeout=30).json()
+def test_chromium_plays_the_clip_from_its_share_page(chromium: Browser, local_stack: LocalStack):
+    answer = requests.get(
+        f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
+        params={"start_time_ms": 60000, "duration_ms": 30000},
+        timeout=30,
+    ).json()
     share_url = answer["share_url"]
     assert share_url.startswith(f"{local_stack.base_url}/clips/{DEMO_GUID}?")
 
@@ -50,8 +58,11 @@ def test_chromium_plays_the_clip_from_its_share_page(chromium: Browser, local_st
 
     # A still picture for the README: paused at a fixed time, so that each run draws the same pixels.
     page.evaluate("(a => { a.pause(); a.currentTime = 10; })(document.querySelector('audio'))")
-    wait_until(page, "(a => a.paused && !a.seeking && Math.abs(a.currentTime - 10) < 0.01)"
-                     "(document.querySelector('audio'))", 10)
+    wait_until(
+        page,
+        "(a => a.paused && !a.seeking && Math.abs(a.currentTime - 10) < 0.01)(document.querySelector('audio'))",
+        10,
+    )
     shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
     page.close()
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
@@ -59,12 +70,14 @@ def test_chromium_plays_the_clip_from_its_share_page(chromium: Browser, local_st
     SCREENSHOT.write_bytes(shot)
 
 
-def test_the_share_page_over_http_is_small_quick_and_leads_to_its_oembed(local_stack: LocalStack,  # noqa: F811
-                                                                          capsys):
+def test_the_share_page_over_http_is_small_quick_and_leads_to_its_oembed(local_stack: LocalStack, capsys):
     from html.parser import HTMLParser
 
-    share_url = requests.get(f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
-                             params={"start_time_ms": 30000, "duration_ms": 20000}, timeout=30).json()["share_url"]
+    share_url = requests.get(
+        f"{local_stack.base_url}/api/v1/audio_clips/{DEMO_GUID}",
+        params={"start_time_ms": 30000, "duration_ms": 20000},
+        timeout=30,
+    ).json()["share_url"]
     first_bytes = []
     for _ in range(5):  # a hit after the clip route cut it: the catalog lookup and two S3 HEADs
         response = requests.get(share_url, timeout=30, stream=True)
@@ -84,5 +97,7 @@ def test_the_share_page_over_http_is_small_quick_and_leads_to_its_oembed(local_s
     oembed = requests.get(discovery.href, timeout=30)
     assert oembed.status_code == 200 and oembed.json()["type"] == "rich"
     with capsys.disabled():
-        print(f"\n[measure] share page: {len(page.encode())} bytes, time to headers (median of 5) "
-              f"{sorted(first_bytes)[2] * 1000:.0f} ms")
+        print(
+            f"\n[measure] share page: {len(page.encode())} bytes, time to headers (median of 5) "
+            f"{sorted(first_bytes)[2] * 1000:.0f} ms"
+        )

@@ -1,5 +1,6 @@
 """The share page, the embeddable player and oEmbed, through Chalice's test client over in-process S3: their tags
 parsed and checked, hostile catalog text escaped in every context, and the HTML error pages."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +20,10 @@ QUERY = "start_time_ms=12000&duration_ms=5000"
 SHARE = f"{BASE}/clips/{EPISODE}?{QUERY}"
 PLAY = f"{BASE}/api/v1/audio_clips/{EPISODE}?{QUERY}&redirect=true"
 EMBED = f"{BASE}/clips/{EPISODE}/embed?{QUERY}"
-HOSTILE_EPISODE = ("\u202e</script><script>alert(1)</script>\"' onmouseover=\"x\" <img src=x onerror=alert(1)> "
-                   "\u200fשלום\u200f & co " + "Ω" * 5_000)
+HOSTILE_EPISODE = (
+    '\u202e</script><script>alert(1)</script>"\' onmouseover="x" <img src=x onerror=alert(1)> '
+    "\u200fשלום\u200f & co " + "Ω" * 5_000
+)
 HOSTILE_PODCAST = "</title><style>*{display:none}</style>\"'><img src=x onerror=alert(2)>"
 
 
@@ -47,8 +50,9 @@ class Page(HTMLParser):
             self.text[tag] = self.text.get(tag, "") + data
 
     def meta(self) -> Dict[str, str]:
-        return {a.get("property") or a.get("name"): a["content"]
-                for t, a in self.tags if t == "meta" and "content" in a}
+        return {
+            a.get("property") or a.get("name"): a["content"] for t, a in self.tags if t == "meta" and "content" in a
+        }
 
     def first(self, tag: str, **match: str) -> Dict[str, str]:
         return next(a for t, a in self.tags if t == tag and all(a.get(k) == v for k, v in match.items()))
@@ -66,6 +70,7 @@ def client():
 @pytest.fixture
 def titled(s3, audio, catalog_file):
     """The CBR source under EPISODE, with the catalog entry given: ``titled(episode_title=..., ...)``."""
+
     def put(podcast_title="Tëst Podcast", **feed):
         key = source_key(EPISODE)
         s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=audio["cbr"].data, ContentType="audio/mpeg")
@@ -73,6 +78,7 @@ def titled(s3, audio, catalog_file):
         doc["podcast_title"] = podcast_title
         doc["raw_entry_original_feed"].update(feed)
         catalog_file([doc])
+
     return put
 
 
@@ -130,7 +136,7 @@ def test_the_style_hash_matches_the_inline_style():
 
     from chalicelib.share_page import _STYLE_SOURCE, STYLE
 
-    assert _STYLE_SOURCE == "'sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode() + "'"
+    assert "'sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode() + "'" == _STYLE_SOURCE
 
 
 def test_the_embed_page_plays_the_same_clip_and_may_be_framed_anywhere(client, titled):
@@ -151,13 +157,41 @@ def test_hostile_catalog_text_is_text_in_every_context(client, titled):
         assert response.status_code == 200
         text = response.body.decode()
         page = Page(text)
-        assert page.names() <= {"html", "head", "meta", "title", "link", "style", "body", "main", "p", "h1", "bdi",
-                                "time", "audio", "a"}, "no element comes from the catalog"
+        assert page.names() <= {
+            "html",
+            "head",
+            "meta",
+            "title",
+            "link",
+            "style",
+            "body",
+            "main",
+            "p",
+            "h1",
+            "bdi",
+            "time",
+            "audio",
+            "a",
+        }, "no element comes from the catalog"
         assert text.count("<style>") == 1 and "<script" not in text and "javascript:" not in text
         assert "\u202e" not in text, "bidi overrides are dropped; marks (U+200F) stay, isolated in <bdi>"
         assert len(text.encode()) < 8_000, "titles are bounded"
-        allowed = {"charset", "name", "content", "property", "rel", "href", "type", "title", "lang", "class",
-                   "controls", "preload", "src", "target"}
+        allowed = {
+            "charset",
+            "name",
+            "content",
+            "property",
+            "rel",
+            "href",
+            "type",
+            "title",
+            "lang",
+            "class",
+            "controls",
+            "preload",
+            "src",
+            "target",
+        }
         assert all(set(a) <= allowed for _, a in page.tags), "no attribute comes from the catalog"
     page = Page(get(client, f"/clips/{EPISODE}?{QUERY}").body.decode())
     cleaned = attribution.clean_text(HOSTILE_EPISODE)
@@ -173,7 +207,12 @@ def test_oembed_describes_a_share_page_with_an_iframe_of_the_player(client, titl
     assert response.status_code == 200
     body = json.loads(response.body)
     assert {k: body[k] for k in ("version", "type", "provider_name", "width", "height")} == {
-        "version": "1.0", "type": "rich", "provider_name": "Podcast clips", "width": 480, "height": 152}
+        "version": "1.0",
+        "type": "rich",
+        "provider_name": "Podcast clips",
+        "width": 480,
+        "height": 152,
+    }
     assert body["title"] == "Stablecoins & Startups (0:12–0:17)" and body["author_name"] == "Tëst Podcast"
     iframe = Page(body["html"])
     assert iframe.names() == {"iframe"}
@@ -190,19 +229,28 @@ def test_oembed_escapes_hostile_titles_inside_its_html(client, titled):
     titled(episode_title=HOSTILE_EPISODE)
     body = json.loads(client.http.get(f"/api/v1/oembed?url={quote(SHARE, safe='')}").body)
     iframe = Page(body["html"])
-    assert iframe.names() == {"iframe"} and set(iframe.first("iframe")) == {"src", "width", "height", "title",
-                                                                            "style", "loading"}
+    assert iframe.names() == {"iframe"} and set(iframe.first("iframe")) == {
+        "src",
+        "width",
+        "height",
+        "title",
+        "style",
+        "loading",
+    }
     assert iframe.first("iframe")["title"] == body["title"]
 
 
-@pytest.mark.parametrize("url", [
-    "https://evil.example.com/clips/" + EPISODE + "?" + QUERY,  # another host
-    f"{BASE}/api/v1/audio_clips/{EPISODE}?{QUERY}",  # not a share page
-    f"{BASE}/clips/{EPISODE}/embed?{QUERY}",
-    f"{BASE}/clips/{EPISODE}?start_time_ms=abc",  # not a valid share page
-    f"{BASE}/clips/no-such-episode?{QUERY}",
-    "not a url",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example.com/clips/" + EPISODE + "?" + QUERY,  # another host
+        f"{BASE}/api/v1/audio_clips/{EPISODE}?{QUERY}",  # not a share page
+        f"{BASE}/clips/{EPISODE}/embed?{QUERY}",
+        f"{BASE}/clips/{EPISODE}?start_time_ms=abc",  # not a valid share page
+        f"{BASE}/clips/no-such-episode?{QUERY}",
+        "not a url",
+    ],
+)
 def test_oembed_answers_404_for_anything_but_a_share_page_here(client, titled, url):
     titled(episode_title="Stablecoins")
     response = client.http.get(f"/api/v1/oembed?url={quote(url, safe='')}&format=json")
@@ -214,8 +262,10 @@ def test_oembed_answers_501_for_xml(client, titled):
     titled(episode_title="Stablecoins")
     response = client.http.get(f"/api/v1/oembed?url={quote(SHARE, safe='')}&format=xml")
     assert response.status_code == 501
-    assert json.loads(response.body) == {"Code": "NotImplementedError",
-                                         "Message": "format 'xml' is not supported: this service answers format=json"}
+    assert json.loads(response.body) == {
+        "Code": "NotImplementedError",
+        "Message": "format 'xml' is not supported: this service answers format=json",
+    }
 
 
 def test_oembed_needs_a_url(client):
@@ -237,14 +287,17 @@ def test_public_base_url_names_every_link_and_oembed_accepts_it(client, titled, 
     assert response.status_code == 200
 
 
-@pytest.mark.parametrize("path, status, heading", [
-    (f"/clips/no-such-episode?{QUERY}", 404, "Clip not found"),
-    ("/clips/bad!id?start_time_ms=0", 400, "This clip link is not valid"),
-    (f"/clips/{EPISODE}", 400, "This clip link is not valid"),
-    (f"/clips/{EPISODE}?start_time_ms=0&duration_ms=5", 400, "This clip link is not valid"),
-    (f"/clips/{EPISODE}?start_time_ms=99000000", 400, "This clip link is not valid"),
-    (f"/clips/no-such-episode/embed?{QUERY}", 404, "Clip not found"),
-])
+@pytest.mark.parametrize(
+    "path, status, heading",
+    [
+        (f"/clips/no-such-episode?{QUERY}", 404, "Clip not found"),
+        ("/clips/bad!id?start_time_ms=0", 400, "This clip link is not valid"),
+        (f"/clips/{EPISODE}", 400, "This clip link is not valid"),
+        (f"/clips/{EPISODE}?start_time_ms=0&duration_ms=5", 400, "This clip link is not valid"),
+        (f"/clips/{EPISODE}?start_time_ms=99000000", 400, "This clip link is not valid"),
+        (f"/clips/no-such-episode/embed?{QUERY}", 404, "Clip not found"),
+    ],
+)
 def test_errors_are_html_pages_with_the_clip_route_s_status(client, titled, path, status, heading):
     titled(episode_title="Stablecoins")
     response = get(client, path)

@@ -1,5 +1,6 @@
 """Clip URLs keep their promise: a CloudFront signed URL verifies against the distribution's public key until
 ``expires_at`` and no longer; an S3 pre-signed URL never promises more than the credentials that signed it last."""
+
 from __future__ import annotations
 
 import base64
@@ -34,8 +35,9 @@ def key_pair() -> rsa.RSAPrivateKey:
 
 
 def pem(private_key: rsa.RSAPrivateKey) -> str:
-    return private_key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                                     serialization.NoEncryption()).decode()
+    return private_key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL, serialization.NoEncryption()
+    ).decode()
 
 
 def cloudfront_accepts(url: str, public_key: rsa.RSAPublicKey, now: datetime, key_pair_id: str = KEY_PAIR_ID) -> bool:
@@ -61,6 +63,7 @@ def cloudfront_signer(key_pair, ttl=86_400) -> signing.CloudFrontUrlSigner:
 
 # ------------------------------------------------------------------ CloudFront mode
 
+
 def test_a_cloudfront_url_verifies_names_the_clip_and_carries_the_configured_expiry(key_pair):
     signed = cloudfront_signer(key_pair, ttl=86_400).sign(KEY, NOW)
     url = urlparse(signed.url)
@@ -73,8 +76,10 @@ def test_a_cloudfront_url_verifies_names_the_clip_and_carries_the_configured_exp
 
 def test_a_cloudfront_url_names_the_source_version_so_a_clip_cut_again_is_a_new_edge_object(key_pair):
     signer = cloudfront_signer(key_pair)
-    old, new = (signer.sign(KEY, NOW, version=etag).url for etag in ('"3858f62230ac3c915f300c664312c63f"',
-                                                                        '"9a0364b9e99bb480dd25e1f0284c8555-2"'))
+    old, new = (
+        signer.sign(KEY, NOW, version=etag).url
+        for etag in ('"3858f62230ac3c915f300c664312c63f"', '"9a0364b9e99bb480dd25e1f0284c8555-2"')
+    )
     assert parse_qs(urlparse(old).query)["v"] == ["3858f62230ac3c915f300c664312c63f"]
     assert parse_qs(urlparse(new).query)["v"] == ["9a0364b9e99bb480dd25e1f0284c8555-2"]
     assert cloudfront_accepts(old, key_pair.public_key(), NOW) and cloudfront_accepts(new, key_pair.public_key(), NOW)
@@ -86,12 +91,17 @@ def test_a_cloudfront_url_fails_once_expired(key_pair):
     assert not cloudfront_accepts(signed.url, key_pair.public_key(), signed.expires_at)
 
 
-@pytest.mark.parametrize("tamper", [
-    lambda url: url.replace("1000-3000.mp3", "1000-9000.mp3"),  # another clip
-    lambda url: url.replace(f"Expires={int((NOW + timedelta(days=1)).timestamp())}",
-                            f"Expires={int((NOW + timedelta(days=30)).timestamp())}"),  # a longer life
-    lambda url: url.replace("Signature=", "Signature=AAAA"),
-])
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        lambda url: url.replace("1000-3000.mp3", "1000-9000.mp3"),  # another clip
+        lambda url: url.replace(
+            f"Expires={int((NOW + timedelta(days=1)).timestamp())}",
+            f"Expires={int((NOW + timedelta(days=30)).timestamp())}",
+        ),  # a longer life
+        lambda url: url.replace("Signature=", "Signature=AAAA"),
+    ],
+)
 def test_a_tampered_cloudfront_url_fails_verification(key_pair, tamper):
     url = cloudfront_signer(key_pair).sign(KEY, NOW).url
     assert tamper(url) != url
@@ -105,17 +115,25 @@ def test_a_url_signed_with_another_key_fails_verification(key_pair):
 
 def test_a_key_that_is_not_a_pem_rsa_key_fails_naming_the_variable_without_quoting_it():
     with pytest.raises(ConfigurationError, match="CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER") as raised:
-        signing.load_private_key("-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----",
-                                 "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER")
+        signing.load_private_key(
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LWtleS1ieXRlcw==\n-----END PRIVATE KEY-----",
+            "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER",
+        )
     assert "c2VjcmV0" not in str(raised.value)
 
 
 # ------------------------------------------------------------------ S3 mode: honest expiry
 
+
 def s3_signer(credentials, ttl=86_400) -> signing.S3UrlSigner:
-    client = boto3.client("s3", region_name="us-east-1", aws_access_key_id="AKIDEXAMPLE",
-                          aws_secret_access_key="secret", aws_session_token=getattr(credentials, "token", None),
-                          config=Config(signature_version="s3v4"))
+    client = boto3.client(
+        "s3",
+        region_name="us-east-1",
+        aws_access_key_id="AKIDEXAMPLE",
+        aws_secret_access_key="secret",
+        aws_session_token=getattr(credentials, "token", None),
+        config=Config(signature_version="s3v4"),
+    )
     return signing.S3UrlSigner(client, CLIPS_BUCKET, ttl, lambda: credentials)
 
 
@@ -128,9 +146,15 @@ def x_amz(url: str) -> tuple[datetime, int]:
 def test_refreshable_credentials_expiring_in_an_hour_cap_expires_at_whatever_the_ttl():
     now = datetime.now(UTC)
     credentials = RefreshableCredentials.create_from_metadata(
-        {"access_key": "ASIAEXAMPLE", "secret_key": "secret", "token": "session",
-         "expiry_time": (now + timedelta(hours=1)).isoformat()},
-        refresh_using=lambda: pytest.fail("credentials an hour from expiry are not refreshed"), method="test")
+        {
+            "access_key": "ASIAEXAMPLE",
+            "secret_key": "secret",
+            "token": "session",
+            "expiry_time": (now + timedelta(hours=1)).isoformat(),
+        },
+        refresh_using=lambda: pytest.fail("credentials an hour from expiry are not refreshed"),
+        method="test",
+    )
     signed = s3_signer(credentials, ttl=86_400).sign(KEY)
     assert now < signed.expires_at <= now + timedelta(hours=1)
     signed_at, expires_in = x_amz(signed.url)
@@ -141,7 +165,9 @@ def test_refreshable_credentials_expiring_in_an_hour_cap_expires_at_whatever_the
 def test_a_bare_session_token_caps_expires_at_at_the_stated_bound():
     now = datetime.now(UTC).replace(microsecond=0)
     signed = s3_signer(Credentials("ASIAEXAMPLE", "secret", "session"), ttl=86_400).sign(KEY, now)
-    assert signed.expires_at == now + timedelta(seconds=signing.SESSION_CREDENTIALS_BOUND_S) == now + timedelta(minutes=15)
+    assert (
+        signed.expires_at == now + timedelta(seconds=signing.SESSION_CREDENTIALS_BOUND_S) == now + timedelta(minutes=15)
+    )
     assert x_amz(signed.url)[1] == signing.SESSION_CREDENTIALS_BOUND_S
 
 
@@ -166,6 +192,7 @@ def test_the_service_reads_the_credentials_its_s3_client_signs_with(monkeypatch)
 
 
 # ------------------------------------------------------------------ CloudFront mode through the service
+
 
 @pytest.fixture
 def cloudfront_stage(monkeypatch, key_pair, s3):
@@ -198,8 +225,9 @@ def test_the_clip_route_hands_out_a_cloudfront_url_valid_until_expires_at(cloudf
     assert not cloudfront_accepts(body["clip_url"], public_key, expires_at)
 
 
-def test_the_private_key_is_read_from_ssm_once_per_process_and_never_logged(cloudfront_stage, episode, monkeypatch,
-                                                                            caplog, capsys):
+def test_the_private_key_is_read_from_ssm_once_per_process_and_never_logged(
+    cloudfront_stage, episode, monkeypatch, caplog, capsys
+):
     from app import app
 
     reads = []
@@ -233,25 +261,34 @@ def test_the_clip_store_reads_no_key_until_a_clip_url_is_signed(cloudfront_stage
 
 # ------------------------------------------------------------------ settings
 
-CLOUDFRONT_ENV = {"CLOUDFRONT_DOMAIN": DOMAIN, "CLOUDFRONT_KEY_PAIR_ID": KEY_PAIR_ID,
-                  "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER": "/audio-clips/prod/cloudfront-private-key"}
+CLOUDFRONT_ENV = {
+    "CLOUDFRONT_DOMAIN": DOMAIN,
+    "CLOUDFRONT_KEY_PAIR_ID": KEY_PAIR_ID,
+    "CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER": "/audio-clips/prod/cloudfront-private-key",
+}
 
 
 def test_cloudfront_is_off_by_default_and_on_with_all_three_variables():
     assert Settings.from_env({}).cloudfront_domain is None
     settings = Settings.from_env(CLOUDFRONT_ENV)
-    assert (settings.cloudfront_domain, settings.cloudfront_key_pair_id, settings.cloudfront_private_key_ssm_parameter
-            ) == (DOMAIN, KEY_PAIR_ID, "/audio-clips/prod/cloudfront-private-key")
+    assert (
+        settings.cloudfront_domain,
+        settings.cloudfront_key_pair_id,
+        settings.cloudfront_private_key_ssm_parameter,
+    ) == (DOMAIN, KEY_PAIR_ID, "/audio-clips/prod/cloudfront-private-key")
 
 
-@pytest.mark.parametrize("name, value", [
-    ("CLOUDFRONT_DOMAIN", "https://d111111abcdef8.cloudfront.net"),
-    ("CLOUDFRONT_DOMAIN", "d111111abcdef8.cloudfront.net/clips"),
-    ("CLOUDFRONT_DOMAIN", "localhost"),
-    ("CLOUDFRONT_KEY_PAIR_ID", ""),
-    ("CLOUDFRONT_KEY_PAIR_ID", "k2 jcj"),
-    ("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", ""),
-])
+@pytest.mark.parametrize(
+    "name, value",
+    [
+        ("CLOUDFRONT_DOMAIN", "https://d111111abcdef8.cloudfront.net"),
+        ("CLOUDFRONT_DOMAIN", "d111111abcdef8.cloudfront.net/clips"),
+        ("CLOUDFRONT_DOMAIN", "localhost"),
+        ("CLOUDFRONT_KEY_PAIR_ID", ""),
+        ("CLOUDFRONT_KEY_PAIR_ID", "k2 jcj"),
+        ("CLOUDFRONT_PRIVATE_KEY_SSM_PARAMETER", ""),
+    ],
+)
 def test_a_malformed_or_missing_cloudfront_variable_fails_at_start_naming_it(name, value):
     with pytest.raises(ConfigurationError, match=name):
         Settings.from_env({**CLOUDFRONT_ENV, name: value})

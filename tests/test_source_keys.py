@@ -1,5 +1,6 @@
 """Source keys are taken from ``s3_audio_path`` as they are: episode titles end up in file names, with '#', '?',
 '%', '+' and spaces, and each must reach S3 unchanged, on a miss, on a hit, and through FFmpeg."""
+
 from __future__ import annotations
 
 import json

@@ -1,5 +1,6 @@
 """infra/stage.py: what `make deploy` checks before any AWS call, and the IAM policies it writes from the stage's
 settings. The deploys themselves run against moto in test_chalice_deploy.py."""
+
 from __future__ import annotations
 
 import copy
@@ -34,17 +35,27 @@ def make(*args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """`make` in this repository; -o keeps make from rebuilding the venv whose requirements may be newer."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     environ.update(env or {})
-    return subprocess.run(["make", "-s", "-o", ".venv/.installed", *args], cwd=ROOT, env=environ, capture_output=True,
-                          text=True, timeout=60)
+    return subprocess.run(
+        ["make", "-s", "-o", ".venv/.installed", *args],
+        cwd=ROOT,
+        env=environ,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 # ------------------------------------------------------------------ region
 
-@pytest.mark.parametrize("environ, flag, expected", [
-    ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-east-1"}, None, "eu-west-1"),
-    ({"AWS_DEFAULT_REGION": "us-east-2"}, None, "us-east-2"),
-    ({"AWS_REGION": "eu-west-1"}, "ap-southeast-2", "ap-southeast-2"),
-])
+
+@pytest.mark.parametrize(
+    "environ, flag, expected",
+    [
+        ({"AWS_REGION": "eu-west-1", "AWS_DEFAULT_REGION": "us-east-1"}, None, "eu-west-1"),
+        ({"AWS_DEFAULT_REGION": "us-east-2"}, None, "us-east-2"),
+        ({"AWS_REGION": "eu-west-1"}, "ap-southeast-2", "ap-southeast-2"),
+    ],
+)
 def test_the_region_comes_from_region_then_aws_region_then_aws_default_region(environ, flag, expected):
     assert stage.region(environ, flag) == expected
 
@@ -58,9 +69,13 @@ def test_no_region_is_refused_naming_region():
 
 # ------------------------------------------------------------------ the FFmpeg layer
 
+
 def test_a_stage_without_an_ffmpeg_layer_is_refused_naming_make_publish_layer():
-    with pytest.raises(stage.StageError, match=r"api_handler has no FFmpeg layer.*make publish-layer STAGE=prod "
-                                               r"REGION=eu-west-1"):
+    with pytest.raises(
+        stage.StageError,
+        match=r"api_handler has no FFmpeg layer.*make publish-layer STAGE=prod "
+        r"REGION=eu-west-1",
+    ):
         stage.check_layer(committed_config(), "prod", "eu-west-1")
 
 
@@ -98,6 +113,7 @@ def test_make_deploy_without_a_region_is_refused_naming_region():
 
 # ------------------------------------------------------------------ the policies, generated from the settings
 
+
 def test_the_committed_policies_are_what_the_stage_settings_generate():
     config = committed_config()
     for stage_name in ("dev", "prod"):
@@ -117,18 +133,32 @@ def test_renamed_buckets_reach_every_policy(tmp_path):
     text = "".join(p.read_text() for p in written)
     assert "pod-insights" not in text
     api = json.loads((tmp_path / ".chalice" / "policy-dev-api_handler.json").read_text())
-    assert {"Sid": "ReadSourceAudio", "Effect": "Allow", "Action": ["s3:GetObject"],
-            "Resource": ["arn:aws:s3:::acme-raw/*"]} in api["Statement"]
+    assert {
+        "Sid": "ReadSourceAudio",
+        "Effect": "Allow",
+        "Action": ["s3:GetObject"],
+        "Resource": ["arn:aws:s3:::acme-raw/*"],
+    } in api["Statement"]
     assert stage.write_policies(tmp_path / ".chalice" / "config.json", "dev") == [], "unchanged settings: no writes"
 
 
 def test_cleanup_may_send_its_failed_events_to_its_queue_only():
     documents = stage.policy_documents("prod", stage.stage_environment(committed_config(), "prod"))
     sqs = [s for s in documents["cleanup_clips"]["Statement"] if any(a.startswith("sqs:") for a in s["Action"])]
-    assert sqs == [{"Sid": "SendFailedEvents", "Effect": "Allow", "Action": ["sqs:SendMessage"],
-                    "Resource": ["arn:aws:sqs:*:*:audio-clips-prod-cleanup_clips-failed"]}]
-    assert not any(a.startswith("sqs:") for f in ("api_handler", "health_check")
-                   for s in documents[f]["Statement"] for a in s["Action"])
+    assert sqs == [
+        {
+            "Sid": "SendFailedEvents",
+            "Effect": "Allow",
+            "Action": ["sqs:SendMessage"],
+            "Resource": ["arn:aws:sqs:*:*:audio-clips-prod-cleanup_clips-failed"],
+        }
+    ]
+    assert not any(
+        a.startswith("sqs:")
+        for f in ("api_handler", "health_check")
+        for s in documents[f]["Statement"]
+        for a in s["Action"]
+    )
 
 
 def test_the_stage_settings_name_the_buckets_and_the_event_source():
@@ -151,8 +181,9 @@ def test_source_events_turns_on_eventbridge_and_keeps_the_other_consumers_notifi
     queue = sqs.create_queue(QueueName="transcription")["QueueUrl"]
     arn = sqs.get_queue_attributes(QueueUrl=queue, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     others = [{"Id": "transcribe", "QueueArn": arn, "Events": ["s3:ObjectCreated:*"]}]
-    moto_server.put_bucket_notification_configuration(Bucket="pod-insights-raw",
-                                                      NotificationConfiguration={"QueueConfigurations": others})
+    moto_server.put_bucket_notification_configuration(
+        Bucket="pod-insights-raw", NotificationConfiguration={"QueueConfigurations": others}
+    )
     assert stage.enable_source_events(moto_server, "pod-insights-raw") is True
     after = moto_server.get_bucket_notification_configuration(Bucket="pod-insights-raw")
     assert after["QueueConfigurations"] == others
@@ -172,8 +203,11 @@ def test_tracing_is_one_stage_option_set_in_both_places():
 def test_an_arm64_stage_needs_the_arm64_layer():
     config = ready()
     config["stages"]["prod"]["lambda_architecture"] = "arm64"
-    with pytest.raises(stage.StageError, match="is not audio-clips-ffmpeg-prod-arm64, the layer of this stage and its "
-                                               r"lambda_architecture \(arm64\)"):
+    with pytest.raises(
+        stage.StageError,
+        match="is not audio-clips-ffmpeg-prod-arm64, the layer of this stage and its "
+        r"lambda_architecture \(arm64\)",
+    ):
         stage.check(config, "prod", "eu-west-1")
     config["stages"]["prod"]["lambda_functions"]["api_handler"]["layers"] = [LAYER.replace("prod:3", "prod-arm64:1")]
     stage.check(config, "prod", "eu-west-1")
@@ -186,8 +220,10 @@ def test_publish_picks_the_zip_of_the_stage_architecture():
     publish = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(publish)
     assert publish.zip_name("x86_64") == "ffmpeg-layer.zip" and publish.zip_name("arm64") == "ffmpeg-layer-arm64.zip"
-    assert stage.layer_name("dev", "arm64") == "audio-clips-ffmpeg-dev-arm64" and stage.layer_name("dev") == \
-        "audio-clips-ffmpeg-dev"
+    assert (
+        stage.layer_name("dev", "arm64") == "audio-clips-ffmpeg-dev-arm64"
+        and stage.layer_name("dev") == "audio-clips-ffmpeg-dev"
+    )
 
 
 def test_a_traced_stage_may_send_traces_and_an_untraced_one_may_not():
@@ -206,10 +242,9 @@ def test_a_second_deploy_of_a_stage_at_the_same_time_is_refused_before_chalice_r
     moto_server.create_bucket(Bucket="audio-clips-artifacts-x")
     (tmp_path / ".chalice").mkdir()
     (tmp_path / ".chalice" / "config.json").write_text(json.dumps(ready(layer=LAYER.replace("eu-west-1", "us-east-1"))))
-    with stage.deploy_lock(moto_server, "audio-clips-artifacts-x", "prod"):
-        with pytest.raises(stage.StageError, match=r"stage prod is being deployed elsewhere .*aws s3 rm "
-                                                   r"s3://audio-clips-artifacts-x/chalice-state/prod.lock"):
-            stage.deploy("prod", "us-east-1", tmp_path, clients=lambda service: moto_server)
+    held = r"stage prod is being deployed elsewhere .*aws s3 rm s3://audio-clips-artifacts-x/chalice-state/prod.lock"
+    with stage.deploy_lock(moto_server, "audio-clips-artifacts-x", "prod"), pytest.raises(stage.StageError, match=held):
+        stage.deploy("prod", "us-east-1", tmp_path, clients=lambda service: moto_server)
     assert not (tmp_path / ".chalice" / "deployed").exists(), "nothing fetched, chalice never ran"
     listed = moto_server.list_objects_v2(Bucket="audio-clips-artifacts-x").get("Contents", [])
     assert listed == [], "the lock is gone once its deploy ends"
@@ -217,8 +252,9 @@ def test_a_second_deploy_of_a_stage_at_the_same_time_is_refused_before_chalice_r
 
 def test_uncommitted_stage_files_are_named_after_a_deploy(tmp_path):
     def git(*args):
-        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
-                       capture_output=True)
+        subprocess.run(
+            ["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True, capture_output=True
+        )
 
     (tmp_path / ".chalice").mkdir()
     (tmp_path / ".chalice" / "config.json").write_text("{}")

@@ -1,5 +1,6 @@
 """A lost conditional PUT: another request stored the same clip first. Its clip is served only if it was cut from
 the same version (ETag) of the source as ours; a clip of replaced audio is overwritten with ours."""
+
 from __future__ import annotations
 
 import json
@@ -24,9 +25,19 @@ def rival(s3, monkeypatch):
         def cut_while_a_rival_stores(self, audio, request, deadline):
             clip = original(self, audio, request, deadline)
             etag = source_etag_of_rival(audio)
-            s3.put_object(Bucket=CLIPS_BUCKET, Key=KEY, Body=b"rival's clip", ContentType="audio/mpeg", Metadata={
-                "episode-id": EPISODE, "source-bucket": SOURCE_BUCKET, "source-key": audio.source.key,
-                "source-etag": etag, "duration-ms": "1234"})
+            s3.put_object(
+                Bucket=CLIPS_BUCKET,
+                Key=KEY,
+                Body=b"rival's clip",
+                ContentType="audio/mpeg",
+                Metadata={
+                    "episode-id": EPISODE,
+                    "source-bucket": SOURCE_BUCKET,
+                    "source-key": audio.source.key,
+                    "source-etag": etag,
+                    "duration-ms": "1234",
+                },
+            )
             return clip
 
         monkeypatch.setattr(ClipService, "_cut", cut_while_a_rival_stores)

@@ -1,4 +1,5 @@
 """Logs and metrics (Powertools for AWS Lambda): the request line's keys, LOG_LEVEL, the per-request EMF line."""
+
 from __future__ import annotations
 
 import io

@@ -1,4 +1,5 @@
 """X-Ray tracing as a stage option: off, the X-Ray SDK is not even imported; on, each invocation is traced."""
+
 from __future__ import annotations
 
 import json
@@ -20,10 +21,23 @@ print(json.dumps({"status": status, "tracer": "aws_lambda_powertools.tracing" in
 
 
 def serve(tracing: str) -> dict:
-    env = {"PATH": "/usr/bin:/bin", "AWS_DEFAULT_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "x",
-           "AWS_SECRET_ACCESS_KEY": "x", "TRACING": tracing, "POWERTOOLS_TRACE_DISABLED": "true"}
-    result = subprocess.run([sys.executable, "-c", SERVE_ONE_REQUEST], cwd=ROOT, env=env, capture_output=True,
-                            text=True, timeout=60, check=True)
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "TRACING": tracing,
+        "POWERTOOLS_TRACE_DISABLED": "true",
+    }
+    result = subprocess.run(
+        [sys.executable, "-c", SERVE_ONE_REQUEST],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 

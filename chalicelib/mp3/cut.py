@@ -6,6 +6,7 @@ reservoir), so a clip starts a few frames early: the earliest of those are silen
 zeroed, which decodes as silence without touching the reservoir) and serve only to carry the bytes the
 first kept frame borrows; the encoder-delay field then skips them.
 """
+
 from __future__ import annotations
 
 import struct
@@ -41,15 +42,16 @@ def borrowed_bytes(frames: Sequence[Tuple[bytes, FrameHeader]], need: int) -> by
     for frame, header in reversed(frames):
         if have >= need:
             break
-        chunks.append(frame[header.main_data_offset:])
+        chunks.append(frame[header.main_data_offset :])
         have += len(chunks[-1])
     if have < need:
         raise ValueError(f"the frames before the clip carry {have} bytes of main data; {need} are borrowed")
     carried = b"".join(reversed(chunks))
-    return carried[len(carried) - need:]
+    return carried[len(carried) - need :]
 
 
 # ---------------------------------------------------------------- cutting
+
 
 @dataclass
 class Cut:
@@ -90,10 +92,8 @@ def cut(frames: Sequence[Tuple[bytes, FrameHeader]], first_index: int, first_sam
     audible = max(k - -(-SETTLE_SAMPLES // spf), 0)
     kept = list(frames[audible:end_frame])
     need = main_data_begin(*kept[0])
-    if first_index + audible == 0:  # the first frame of a run: it borrows nothing from the part before a join
-        payload = bytes(need)
-    else:
-        payload = borrowed_bytes(frames[:audible], need)
+    # the first frame of a run borrows nothing from the part before a join
+    payload = bytes(need) if first_index + audible == 0 else borrowed_bytes(frames[:audible], need)
     delay = target - audible * spf - DECODER_DELAY
     carrier = b""
     if need or delay < 0:
@@ -122,8 +122,7 @@ def cut(frames: Sequence[Tuple[bytes, FrameHeader]], first_index: int, first_sam
     )
 
 
-def info_frame(headers: Sequence[FrameHeader], sizes: Sequence[int], delay: int, padding: int,
-               constant: bool) -> bytes:
+def info_frame(headers: Sequence[FrameHeader], sizes: Sequence[int], delay: int, padding: int, constant: bool) -> bytes:
     """A Xing/Info tag frame with frame count, byte count, seek table and a LAME tag carrying delay and padding.
     ``constant``: the source's frames share one bitrate (the silent carrier aside), so the tag says Info (CBR)."""
     model = headers[0]
@@ -146,7 +145,7 @@ def info_frame(headers: Sequence[FrameHeader], sizes: Sequence[int], delay: int,
     frame = bytearray(header + side + xing + bytes(lame))
     frame += bytes(length - len(frame))
     tag_crc_at = 4 + len(side) + len(xing) + 34
-    frame[tag_crc_at:tag_crc_at + 2] = struct.pack(">H", crc16(bytes(frame[:tag_crc_at])))
+    frame[tag_crc_at : tag_crc_at + 2] = struct.pack(">H", crc16(bytes(frame[:tag_crc_at])))
     return bytes(frame)
 
 

@@ -5,6 +5,7 @@ Positions are counted in *decoder samples*: sample ``i`` of what a decoder outpu
 from the first audio frame on, before any gapless trimming. A player that honours the LAME tag drops
 ``start_skip`` of them at the start.
 """
+
 from __future__ import annotations
 
 import struct
@@ -89,7 +90,7 @@ def parse_header(data: bytes, pos: int = 0) -> Optional[FrameHeader]:
         padding=(b2 >> 1) & 1,
         channels=1 if (b3 >> 6) == 0b11 else 2,
         protected=not (b1 & 1),
-        raw=bytes(data[pos:pos + 4]),
+        raw=bytes(data[pos : pos + 4]),
     )
 
 
@@ -136,6 +137,7 @@ def walk_frames(data: bytes, pos: int) -> Iterator[Tuple[int, FrameHeader]]:
 
 # ---------------------------------------------------------------- the head of a file: ID3v2, Xing/Info, LAME
 
+
 def id3v2_size(data: bytes) -> int:
     """Bytes taken by a leading ID3v2 tag (0 without one); needs only the first 10 bytes."""
     if len(data) < 10 or data[:3] != b"ID3":
@@ -159,25 +161,27 @@ class XingTag:
 
 def parse_xing(data: bytes, pos: int, header: FrameHeader) -> Optional[XingTag]:
     """The Xing/Info (and LAME) or VBRI tag inside the frame at ``pos``, if that frame is a tag frame."""
-    frame = bytes(data[pos:pos + header.length])
+    frame = bytes(data[pos : pos + header.length])
     at = 4 + header.side_info_size  # LAME writes the tag here with or without a CRC (`lame -p`); FFmpeg reads it here
-    tag = frame[at:at + 4]
+    tag = frame[at : at + 4]
     if tag in (b"Xing", b"Info"):
-        flags = struct.unpack(">I", frame[at + 4:at + 8])[0]
+        flags = struct.unpack(">I", frame[at + 4 : at + 8])[0]
         cursor = at + 8
         frames = size = None
         if flags & 1:
-            frames = struct.unpack(">I", frame[cursor:cursor + 4])[0]
+            frames = struct.unpack(">I", frame[cursor : cursor + 4])[0]
             cursor += 4
         if flags & 2:
-            size = struct.unpack(">I", frame[cursor:cursor + 4])[0]
+            size = struct.unpack(">I", frame[cursor : cursor + 4])[0]
             cursor += 4
         cursor += 100 if flags & 4 else 0
         cursor += 4 if flags & 8 else 0
-        encoder = frame[cursor:cursor + 9]
+        encoder = frame[cursor : cursor + 9]
         if encoder[:4] in (b"LAME", b"Lavf", b"Lavc") and len(frame) >= cursor + 24:
-            delays = int.from_bytes(frame[cursor + 21:cursor + 24], "big")
-            return XingTag(tag.decode(), frames, encoder.decode("latin-1").rstrip("\0 "), delays >> 12, delays & 0xFFF, size)
+            delays = int.from_bytes(frame[cursor + 21 : cursor + 24], "big")
+            return XingTag(
+                tag.decode(), frames, encoder.decode("latin-1").rstrip("\0 "), delays >> 12, delays & 0xFFF, size
+            )
         return XingTag(tag.decode(), frames, bytes=size)
     if frame[36:40] == b"VBRI":
         return XingTag("VBRI", struct.unpack(">I", frame[50:54])[0])
@@ -227,7 +231,7 @@ class StreamLayout:
 
 def parse_layout(head: bytes, head_offset: int) -> StreamLayout:
     """Read the layout from ``head``, the bytes that follow any ID3v2 tag, found at ``head_offset`` in the file."""
-    return read_layout(lambda start, end: head[start - head_offset:end - head_offset], head_offset)
+    return read_layout(lambda start, end: head[start - head_offset : end - head_offset], head_offset)
 
 
 RESYNC_WINDOW = 64 * 1024  # how far FFmpeg looks for the first frame after the ID3v2 tags
@@ -260,8 +264,9 @@ def read_layout(read: Callable[[int, int], bytes], offset: int = 0) -> StreamLay
     after = parse_header(window, audio_start)
     if tag and after is not None:
         first = after
-    return StreamLayout(audio_start=offset + audio_start, first=first, tag=honoured,
-                        tag_offset=offset + pos if honoured else -1)
+    return StreamLayout(
+        audio_start=offset + audio_start, first=first, tag=honoured, tag_offset=offset + pos if honoured else -1
+    )
 
 
 def frame_length(model: FrameHeader, bitrate_index: int) -> int:

@@ -17,6 +17,7 @@ each measured on FFmpeg 9.0.2 (see FACTS.md):
 - the first frame decoded after a change of sample rate is timed at the old rate (its samples play as if at the
   rate before): 26.12 ms more after an MPEG-2 22.05 kHz pre-roll, 2.12 ms less after a 48 kHz ad.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -89,8 +90,17 @@ class Segment:
         return round((self.end - self.offset) * 8 / seconds) if seconds else 0
 
     def to_json(self) -> list:
-        return [self.offset, self.end, self.frames, self.tick, self.version, self.sample_rate, self.channels,
-                list(self.checkpoints), self.lead_rate]
+        return [
+            self.offset,
+            self.end,
+            self.frames,
+            self.tick,
+            self.version,
+            self.sample_rate,
+            self.channels,
+            list(self.checkpoints),
+            self.lead_rate,
+        ]
 
     @classmethod
     def from_json(cls, row: list) -> "Segment":
@@ -158,8 +168,14 @@ class SeekIndex:
         if not doc or doc.get("format") != INDEX_FORMAT:
             return None
         try:
-            return cls(doc["source_etag"], doc["start_skip_ticks"], doc["end_trim_ticks"], doc["lost_frames"],
-                       doc["every"], tuple(Segment.from_json(row) for row in doc["segments"]))
+            return cls(
+                doc["source_etag"],
+                doc["start_skip_ticks"],
+                doc["end_trim_ticks"],
+                doc["lost_frames"],
+                doc["every"],
+                tuple(Segment.from_json(row) for row in doc["segments"]),
+            )
         except (KeyError, TypeError, ValueError):
             return None
 
@@ -174,8 +190,9 @@ def _with_last(chunks: Iterable[bytes]) -> Iterator[Tuple[bytes, bool]]:
         yield previous, True
 
 
-def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
-         clock: Callable[[], float], deadline: float) -> SeekIndex:
+def scan(
+    chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int, clock: Callable[[], float], deadline: float
+) -> SeekIndex:
     """One streaming pass over ``chunks``, the file's bytes from ``layout.audio_start`` on."""
     known: Dict[bytes, Tuple[int, int]] = {}  # by the 4 header bytes: frame length, format id (0, -1: no frame)
     formats: List[Tuple[int, int, int]] = []
@@ -198,8 +215,17 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
         if current >= 0:
             version, rate, channels = formats[current]
             before = segments[-1].sample_rate if segments else rate
-            segment = Segment(seg_offset, last_end, seg_frames, tick, version, rate, channels, tuple(checkpoints),
-                              before if before != rate else 0)
+            segment = Segment(
+                seg_offset,
+                last_end,
+                seg_frames,
+                tick,
+                version,
+                rate,
+                channels,
+                tuple(checkpoints),
+                before if before != rate else 0,
+            )
             segments.append(segment)
             tick += segment.ticks
         current = -1
@@ -216,7 +242,7 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
         limit = len(buffer)
         margin = 0 if last else 8192  # room to confirm a chain of frames before the buffer ends
         while pos + 4 <= limit:
-            raw = buffer[pos:pos + 4]
+            raw = buffer[pos : pos + 4]
             entry = known.get(raw)
             if entry is None:
                 header = parse_header(raw)
@@ -256,10 +282,10 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
                 last_end = base + pos
                 continue
             # not a frame: an ID3v2 tag, a trailer, padding or junk
-            if buffer[pos:pos + 3] == b"ID3":
+            if buffer[pos : pos + 3] == b"ID3":
                 if pos + 10 > limit:
                     break
-                tag_size = id3v2_size(buffer[pos:pos + 10])
+                tag_size = id3v2_size(buffer[pos : pos + 10])
                 if tag_size:
                     gap_dirty = True
                     if pos + tag_size > limit:
@@ -276,7 +302,7 @@ def scan(chunks: Iterable[bytes], layout: StreamLayout, etag: str, size: int,
                 break
             gap_dirty = gap_dirty or bool(buffer[pos:found].strip(b"\0"))
             pos = found
-    tail = buffer[pos:pos + 4]
+    tail = buffer[pos : pos + 4]
     if current >= 0 and last_end == base + pos and len(tail) == 4 and known.get(tail, (0, -1))[1] == current:
         seg_frames += 1  # an upload cut short inside its last frame: FFmpeg still decodes that frame
         last_end = base + len(buffer)

@@ -8,6 +8,7 @@ to strip and still runs afterwards, and write dist/<zip> holding `bin/` and `bin
 at /opt, so FFmpeg is /opt/bin/ffmpeg), plus dist/<zip stem>.json describing it for publish.py.
 The zips are reproducible: fixed entry order, timestamps (1980-01-01) and modes, so a rebuild is byte-identical.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,13 @@ import zipfile
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024    # 250 MB (262,144,000 bytes): a function and all its layers, unzipped
-MAX_UNZIPPED_LAYER = 240 * 1024 * 1024       # leaves at least 10 MiB of that for the function itself
-DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024       # larger zips must go through S3
+LAMBDA_UNZIPPED_LIMIT = 250 * 1024 * 1024  # 250 MB (262,144,000 bytes): a function and all its layers, unzipped
+MAX_UNZIPPED_LAYER = 240 * 1024 * 1024  # leaves at least 10 MiB of that for the function itself
+DIRECT_UPLOAD_LIMIT = 50 * 1024 * 1024  # larger zips must go through S3
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
-HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(platform.machine().lower())
+HOST_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "arm64", "arm64": "arm64"}.get(
+    platform.machine().lower()
+)
 LICENSES = {  # (--enable-gpl, --enable-version3) -> SPDX id, per FFmpeg's LICENSE.md
     (True, True): "GPL-3.0-or-later",
     (True, False): "GPL-2.0-or-later",
@@ -64,14 +67,28 @@ def fetch_wheel(lock: dict, lock_path: Path, arch: str, cache_dir: Path) -> Path
     else:
         cache_dir.mkdir(parents=True, exist_ok=True)
         (cache_dir / ".gitignore").write_text("*\n")  # the wheels (130 MB) never belong in git
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-               "--platform", wheel["platform"], "--python-version", lock["python_version"],
-               f"{lock['package']}=={lock['version']}", "-d", str(cache_dir)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "pip",
+            "download",
+            "--no-deps",
+            "--only-binary=:all:",
+            "--platform",
+            wheel["platform"],
+            "--python-version",
+            lock["python_version"],
+            f"{lock['package']}=={lock['version']}",
+            "-d",
+            str(cache_dir),
+        ]
         print(f"[{arch}] downloading: {' '.join(cmd[2:])}", flush=True)
         if subprocess.run(cmd).returncode != 0:
             raise BuildError(f"pip download failed for {lock['package']}=={lock['version']} ({wheel['platform']})")
         if not path.exists():
-            raise BuildError(f"pip did not produce {wheel['filename']} in {cache_dir} (has: {sorted(os.listdir(cache_dir))})")
+            raise BuildError(
+                f"pip did not produce {wheel['filename']} in {cache_dir} (has: {sorted(os.listdir(cache_dir))})"
+            )
     actual = sha256_of(path)
     if actual != wheel["sha256"]:
         raise BuildError(
@@ -79,7 +96,8 @@ def fetch_wheel(lock: dict, lock_path: Path, arch: str, cache_dir: Path) -> Path
             f"  pinned in {lock_path}: {wheel['sha256']}\n"
             f"  actual ({path}): {actual}\n"
             f"If the pin is right, delete the cached wheel and run again; if the wheel really changed, review it "
-            f"and update the lock.")
+            f"and update the lock."
+        )
     print(f"[{arch}] sha256 ok: {actual}")
     return path
 
@@ -115,7 +133,9 @@ def maybe_strip(binary: Path, arch: str) -> bool:
         print(f"[{arch}] strip: nothing to strip (no .symtab or .debug_* sections); {mb(before)} as shipped")
         return False
     if arch != HOST_ARCH or not shutil.which("strip"):
-        print(f"[{arch}] strip: skipped ({', '.join(sections)} present, but it cannot be stripped and run-checked here)")
+        print(
+            f"[{arch}] strip: skipped ({', '.join(sections)} present, but it cannot be stripped and run-checked here)"
+        )
         return False
     stripped = binary.with_name(binary.name + ".stripped")
     shutil.copy2(binary, stripped)
@@ -141,7 +161,9 @@ def probe(binary: Path, arch: str, wheel: dict) -> tuple:
     """(FFmpeg version, SPDX license) from `ffmpeg -version` when it can run here; else from the binary's name."""
     if arch != HOST_ARCH:
         version = wheel["binary"].rsplit("-v", 1)[-1]
-        print(f"[{arch}] cannot run the {arch} binary on this {HOST_ARCH} host: version {version} from its name, license unchecked")
+        print(
+            f"[{arch}] cannot run the {arch} binary on this {HOST_ARCH} host: version {version} from its name, license unchecked"
+        )
         return version, None
     out = subprocess.run([str(binary), "-version"], capture_output=True, text=True, check=True).stdout
     version = out.split()[2]  # "ffmpeg version n9.0.2-... Copyright ..."
@@ -169,11 +191,15 @@ def write_zip(binary: Path, zip_path: Path) -> None:
 
 
 def check_sizes(arch: str, zipped: int, unzipped: int) -> None:
-    print(f"[{arch}] zipped {mb(zipped)}, unzipped {mb(unzipped)}; Lambda allows {mb(LAMBDA_UNZIPPED_LIMIT)} unzipped "
-          f"for function + layers, leaving {mb(LAMBDA_UNZIPPED_LIMIT - unzipped)} for the function")
+    print(
+        f"[{arch}] zipped {mb(zipped)}, unzipped {mb(unzipped)}; Lambda allows {mb(LAMBDA_UNZIPPED_LIMIT)} unzipped "
+        f"for function + layers, leaving {mb(LAMBDA_UNZIPPED_LIMIT - unzipped)} for the function"
+    )
     if unzipped > MAX_UNZIPPED_LAYER:
-        raise BuildError(f"the unzipped layer ({mb(unzipped)}) exceeds {mb(MAX_UNZIPPED_LAYER)}: too little room is "
-                         f"left for the function within Lambda's {mb(LAMBDA_UNZIPPED_LIMIT)}")
+        raise BuildError(
+            f"the unzipped layer ({mb(unzipped)}) exceeds {mb(MAX_UNZIPPED_LAYER)}: too little room is "
+            f"left for the function within Lambda's {mb(LAMBDA_UNZIPPED_LIMIT)}"
+        )
     if zipped > DIRECT_UPLOAD_LIMIT:
         print(f"[{arch}] over the {mb(DIRECT_UPLOAD_LIMIT)} direct-upload limit: publish.py uploads it through S3")
     else:
@@ -196,10 +222,17 @@ def build(lock: dict, lock_path: Path, arch: str, cache_dir: Path, dist_dir: Pat
     zipped = zip_path.stat().st_size
     check_sizes(arch, zipped, unzipped)
     manifest = {
-        "arch": arch, "zip": zip_path.name, "zip_sha256": sha256_of(zip_path),
-        "zipped_bytes": zipped, "unzipped_bytes": unzipped, "binary_bytes_in_wheel": size_before,
-        "stripped": stripped, "ffmpeg_version": version, "license": spdx,
-        "wheel": wheel["filename"], "wheel_sha256": wheel["sha256"],
+        "arch": arch,
+        "zip": zip_path.name,
+        "zip_sha256": sha256_of(zip_path),
+        "zipped_bytes": zipped,
+        "unzipped_bytes": unzipped,
+        "binary_bytes_in_wheel": size_before,
+        "stripped": stripped,
+        "ffmpeg_version": version,
+        "license": spdx,
+        "wheel": wheel["filename"],
+        "wheel_sha256": wheel["sha256"],
     }
     zip_path.with_suffix(".json").write_text(json.dumps(manifest, indent=2) + "\n")
     print(f"[{arch}] wrote {zip_path}  sha256 {manifest['zip_sha256']}")

@@ -8,6 +8,7 @@ s3://BUCKET/layers/ffmpeg/<zip sha256>.zip, publishes it as a version of the lay
 The bucket is --bucket, else the stage's LAYER_ARTIFACTS_BUCKET environment variable in the config.
 boto3 takes credentials, region and AWS_ENDPOINT_URL from the environment as usual.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -25,6 +26,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO / "infra"))
 from stage import StageError, architecture, layer_name, region  # noqa: E402  (infra/stage.py: shared by every deploy command)
+
 ZIP_NAME = "ffmpeg-layer.zip"  # the x86_64 zip; each architecture's is named in wheels.lock
 LOCK = HERE / "wheels.lock"
 
@@ -32,6 +34,8 @@ LOCK = HERE / "wheels.lock"
 def zip_name(arch: str) -> str:
     """The zip build.py writes for an architecture (the stage's lambda_architecture)."""
     return json.loads(LOCK.read_text())["wheels"][arch]["zip"]
+
+
 RUNTIMES = ["python3.12", "python3.13"]  # the wheel needs glibc 2.28 (Amazon Linux 2023), so not python3.11
 
 
@@ -44,10 +48,14 @@ def artifacts_bucket(config: dict, stage: str, flag: str | None) -> str:
     if flag:
         return flag
     stage_env = config["stages"][stage].get("environment_variables", {})
-    bucket = stage_env.get("LAYER_ARTIFACTS_BUCKET") or config.get("environment_variables", {}).get("LAYER_ARTIFACTS_BUCKET")
+    bucket = stage_env.get("LAYER_ARTIFACTS_BUCKET") or config.get("environment_variables", {}).get(
+        "LAYER_ARTIFACTS_BUCKET"
+    )
     if not bucket:
-        raise PublishError(f"no artifacts bucket: pass --bucket, or set LAYER_ARTIFACTS_BUCKET in stage {stage!r}'s "
-                           f"environment_variables (make infra records it)")
+        raise PublishError(
+            f"no artifacts bucket: pass --bucket, or set LAYER_ARTIFACTS_BUCKET in stage {stage!r}'s "
+            f"environment_variables (make infra records it)"
+        )
     return bucket
 
 
@@ -103,8 +111,9 @@ class UploadProgress:
 def publish(lambda_client, stage: str, bucket: str, key: str, manifest: dict) -> str:
     """A version of the stage's layer for the zip's architecture (arm64 layers carry it in their name, so that
     make deploy can check, offline, that api_handler and its layer match)."""
-    description = (f"FFmpeg {manifest['ffmpeg_version']} from {manifest['wheel']} "
-                   f"sha256 {manifest['wheel_sha256']}")[:256]
+    description = (f"FFmpeg {manifest['ffmpeg_version']} from {manifest['wheel']} sha256 {manifest['wheel_sha256']}")[
+        :256
+    ]
     response = lambda_client.publish_layer_version(
         LayerName=layer_name(stage, manifest["arch"]),
         Content={"S3Bucket": bucket, "S3Key": key},
@@ -139,7 +148,9 @@ def main(argv=None) -> int:
             raise PublishError(str(error)) from error
         config = json.loads(args.config.read_text())
         if args.stage not in config.get("stages", {}):
-            raise PublishError(f"stage {args.stage!r} is not in {args.config} (has: {', '.join(config.get('stages', {}))})")
+            raise PublishError(
+                f"stage {args.stage!r} is not in {args.config} (has: {', '.join(config.get('stages', {}))})"
+            )
         bucket = artifacts_bucket(config, args.stage, args.bucket)
         zip_path = args.dist_dir / zip_name(architecture(config, args.stage))
         manifest = load_manifest(zip_path)
@@ -153,8 +164,10 @@ def main(argv=None) -> int:
     except PublishError as error:
         print(f"publish.py: error: {error}", file=sys.stderr)
         return 1
-    print(f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers: "
-          f"commit it, so that every clone and CI deploy this stage with its FFmpeg layer")
+    print(
+        f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers: "
+        f"commit it, so that every clone and CI deploy this stage with its FFmpeg layer"
+    )
     return 0
 
 

@@ -1,4 +1,5 @@
 """Typed client for the audio clip service (see README.md beside this package)."""
+
 from audio_clips_client.client import (
     AudioClipsClient,
     BadRequest,

@@ -8,6 +8,7 @@
 - Errors are exceptions carrying the contract's ``Code`` and ``Message`` and the HTTP status.
 - Results are dataclasses; fields the service adds later are kept in ``extra``.
 """
+
 from __future__ import annotations
 
 import email.utils
@@ -63,8 +64,12 @@ class TransportError(ClipServiceError):
     """No HTTP answer at all (connection refused or reset, timeout), once the retries are spent. ``status`` is 0."""
 
 
-_BY_STATUS: Dict[int, Type[ClipServiceError]] = {400: BadRequest, 404: NotFound, 422: Unprocessable,
-                                                  503: ServiceUnavailable}
+_BY_STATUS: Dict[int, Type[ClipServiceError]] = {
+    400: BadRequest,
+    404: NotFound,
+    422: Unprocessable,
+    503: ServiceUnavailable,
+}
 
 
 # ------------------------------------------------------------------ results
@@ -87,8 +92,17 @@ class Clip:
 
     @classmethod
     def from_json(cls, body: Mapping[str, Any]) -> "Clip":
-        known = {"clip_url", "expires_at", "cache_hit", "episode_id", "start_time_ms", "duration_ms",
-                 "generation_time_ms", "play_url", "share_url"}
+        known = {
+            "clip_url",
+            "expires_at",
+            "cache_hit",
+            "episode_id",
+            "start_time_ms",
+            "duration_ms",
+            "generation_time_ms",
+            "play_url",
+            "share_url",
+        }
         return cls(
             clip_url=str(body["clip_url"]),
             expires_at=_parse_time(str(body["expires_at"])),
@@ -185,9 +199,14 @@ class AudioClipsClient:
         data = _json(status, body)
         ffmpeg = data.get("ffmpeg") or {}
         known = {"status", "ffmpeg", "checks", "problems"}
-        return Health(ok=status == 200, status=str(data.get("status")), ffmpeg_version=ffmpeg.get("version"),
-                      checks=dict(data.get("checks") or {}), problems=tuple(data.get("problems") or ()),
-                      extra={k: v for k, v in data.items() if k not in known})
+        return Health(
+            ok=status == 200,
+            status=str(data.get("status")),
+            ffmpeg_version=ffmpeg.get("version"),
+            checks=dict(data.get("checks") or {}),
+            problems=tuple(data.get("problems") or ()),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
 
     def openapi(self) -> Dict[str, Any]:
         """``GET /api/v1/openapi.json``: the API's OpenAPI 3 description."""
@@ -205,15 +224,22 @@ class AudioClipsClient:
         status, _, body = self._get("/api/v1/oembed", {"url": url, "format": "json"})
         data = _json(status, body)
         known = {"type", "version", "title", "html", "width", "height", "provider_name"}
-        return OEmbed(type=str(data["type"]), version=str(data["version"]), title=str(data.get("title", "")),
-                      html=str(data["html"]), width=data.get("width"), height=data.get("height"),
-                      provider_name=data.get("provider_name"),
-                      extra={k: v for k, v in data.items() if k not in known})
+        return OEmbed(
+            type=str(data["type"]),
+            version=str(data["version"]),
+            title=str(data.get("title", "")),
+            html=str(data["html"]),
+            width=data.get("width"),
+            height=data.get("height"),
+            provider_name=data.get("provider_name"),
+            extra={k: v for k, v in data.items() if k not in known},
+        )
 
     # -- the one place requests are made
 
-    def _get(self, path: str, query: Mapping[str, str], accept: str = "application/json",
-             answer_503: bool = False) -> Tuple[int, Mapping[str, str], bytes]:
+    def _get(
+        self, path: str, query: Mapping[str, str], accept: str = "application/json", answer_503: bool = False
+    ) -> Tuple[int, Mapping[str, str], bytes]:
         url = self.base_url + path + ("?" + urllib.parse.urlencode(query) if query else "")
         headers = {**self._headers, "Accept": accept}
         attempt = 0
@@ -221,8 +247,9 @@ class AudioClipsClient:
             try:
                 status, answer_headers, body = self._send(url, headers)
             except (urllib.error.URLError, OSError, socket.timeout) as error:
-                failure: ClipServiceError = TransportError(0, "TransportError", f"{type(error).__name__}: "
-                                                           f"{getattr(error, 'reason', error)}")
+                failure: ClipServiceError = TransportError(
+                    0, "TransportError", f"{type(error).__name__}: {getattr(error, 'reason', error)}"
+                )
                 wait = self._backoff(attempt)
             else:
                 if status < 400 or (answer_503 and status == 503):
@@ -249,7 +276,7 @@ class AudioClipsClient:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: a random wait up to backoff * 2^attempt, capped."""
-        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * (2 ** attempt)))
+        return random.uniform(0, min(self.max_backoff_s, self.backoff_s * (2**attempt)))
 
 
 def _lower(items: Iterable[Tuple[str, str]]) -> Dict[str, str]:
