@@ -617,7 +617,8 @@ def chart(report: dict, path: str) -> None:
         axis.set_yticks(range(len(names)), [EPISODE_WORDS[n.split("-", 1)[1]] for n in names])
         axis.invert_yaxis()
         axis.set_xscale("log")
-        axis.set_xlim(left=0.005)  # 5 ms: every bar starts at the same labelled place
+        slowest = max(r["max_ms"] for r in report["table"]) / 1000
+        axis.set_xlim(0.005, slowest * 3)  # from 5 ms, so every bar starts at a labelled place; room for labels
         axis.xaxis.set_major_formatter(FuncFormatter(lambda x, _: f"{x * 1000:.0f} ms" if x < 1 else f"{x:.0f} s"))
         axis.set_xlabel("time per 30 s clip (log scale: each step is 10 times longer)")
         axis.set_title("10-minute episodes" if length == "10min" else "3-hour episodes")
