@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 import threading
@@ -176,6 +177,8 @@ def test_against_make_runs_stack(local_stack: LocalStack):
 @pytest.mark.slow
 def test_the_client_installs_with_pip_from_its_path(tmp_path):
     target = tmp_path / "site"
+    source = tmp_path / "client"  # a copy: setuptools builds in the source tree (build/, *.egg-info)
+    shutil.copytree(CLIENT_DIR, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [
             sys.executable,
@@ -188,7 +191,7 @@ def test_the_client_installs_with_pip_from_its_path(tmp_path):
             "--no-index",
             "--target",
             str(target),
-            str(CLIENT_DIR),
+            str(source),
         ],
         check=True,
         timeout=300,
