@@ -94,7 +94,8 @@ class ClipService:
         timer.lap("cache_lookup")
         if current != stored.source_etag:
             return None, True
-        url, expires = self._clips.presign(request.key, version=stored.source_etag)
+        with until(deadline):  # CloudFront's signing key is read from SSM on first use
+            url, expires = self._clips.presign(request.key, version=stored.source_etag)
         return ClipResult(
             url,
             expires,
@@ -138,7 +139,8 @@ class ClipService:
         timer.lap("tag")
         titles = {"episode-title": story.episode_title, "podcast-title": story.podcast_title}
         duration, version = self._store(request, clip, audio, stale, deadline, titles)
-        url, expires = self._clips.presign(request.key, version=version)
+        with until(deadline):
+            url, expires = self._clips.presign(request.key, version=version)
         timer.lap("store")
         return ClipResult(
             url,

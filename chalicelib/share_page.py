@@ -20,8 +20,10 @@ from chalice import Response
 
 from chalicelib import api, links
 from chalicelib.attribution import ClipStory, clock
+from chalicelib.catalog import Episode
 from chalicelib.clips import clip_story
-from chalicelib.errors import BadRequest, NotFound, ServiceError, UnsupportedFormat
+from chalicelib.deadlines import until
+from chalicelib.errors import BadRequest, NotFound, ServiceError, Unavailable, UnsupportedFormat
 
 log = logging.getLogger(__name__)
 
@@ -61,11 +63,13 @@ def clip_page(
     request: Any, wiring: Any, episode_id: str, query: Optional[Mapping[str, str]], deadline: float
 ) -> ClipPage:
     parsed = api.parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
-    episode = wiring.catalog.find_episode(parsed.episode_id)
-    result = wiring.clips.get_clip(parsed, deadline)
+    result = wiring.clips.get_clip(parsed, deadline)  # first: a cached clip's page does not need MongoDB
+    episode = _catalog_entry(wiring, parsed.episode_id, deadline)
     api.note(
         episode_id=result.episode_id,
         cache_hit=result.cache_hit,
+        method=result.method,
+        source_bytes_read=result.source_bytes_read,
         start_time_ms=result.start_ms,
         duration_ms=result.duration_ms,
         clip_bytes=result.clip_bytes,
@@ -76,13 +80,28 @@ def clip_page(
     share = links.share_url(*args)
     clip = urlsplit(result.clip_url)
     return ClipPage(
-        story=clip_story(episode, parsed.start_ms, result.duration_ms),
+        story=clip_story(episode, parsed.start_ms, result.duration_ms)
+        if episode is not None
+        else ClipStory.of(parsed.start_ms, result.duration_ms, result.episode_title, result.podcast_title),
         share_url=share,
         play_url=links.play_url(*args),
         embed_url=links.embed_url(*args),
         oembed_url=links.oembed_url(base, share),
         clip_origin=f"{clip.scheme}://{clip.netloc}",
     )
+
+
+def _catalog_entry(wiring: Any, episode_id: str, deadline: float) -> Optional[Episode]:
+    """The episode's catalog entry, for its titles and the link back, within the request's deadline; None when the
+    catalog cannot answer now or no longer lists it: the page of a cached clip is still served, with the titles
+    stored beside the clip."""
+    try:
+        with until(deadline):  # the catalog's first use may read its secret from SSM
+            catalog = wiring.catalog
+        return catalog.find_episode(episode_id, deadline=deadline)
+    except (Unavailable, NotFound) as error:
+        log.warning("share page of %s without its catalog entry: %s", episode_id, error.message)
+        return None
 
 
 # ---------------------------------------------------------------- the routes

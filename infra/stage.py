@@ -187,6 +187,8 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
     """Each function's least-privilege policy, from the stage's bucket names. Chalice's generator reads only
     app.py and would miss the calls made in chalicelib/, hence hand-written rules, written once, here."""
     source, clips = environment["SOURCE_BUCKET"], environment["CLIPS_BUCKET"]
+    # the buckets a catalog entry may name (SOURCE_ALLOWED_BUCKETS, default SOURCE_BUCKET): api_handler reads them all
+    readable = [b.strip() for b in environment.get("SOURCE_ALLOWED_BUCKETS", "").split(",") if b.strip()] or [source]
 
     def allow(sid: str, actions: list[str], resources: list[str], condition: dict | None = None) -> dict[str, Any]:
         statement: dict[str, Any] = {"Sid": sid, "Effect": "Allow", "Action": actions, "Resource": resources}
@@ -214,8 +216,8 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
     )
     statements = {
         "api_handler": [
-            allow("ReadSourceAudio", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
-            allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
+            allow("ReadSourceAudio", ["s3:GetObject"], [f"arn:aws:s3:::{bucket}/*" for bucket in readable]),
+            allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{bucket}" for bucket in readable]),
             decrypt_source,
             allow("ReadWriteClips", ["s3:GetObject", "s3:PutObject"], [f"arn:aws:s3:::{clips}/audio_clips/*"]),
             allow("MissingClipIs404AndDeepHealth", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"]),

@@ -339,6 +339,22 @@ def test_an_unreachable_catalog_is_a_503_page_with_retry_after(client, titled, m
     assert Page(response.body.decode()).text["h1"] == "Temporarily unavailable"
 
 
+def test_a_cached_clip_s_page_is_served_while_the_catalog_is_down(client, titled, monkeypatch):
+    from chalicelib import catalog
+    from chalicelib.errors import CatalogUnavailable
+
+    titled(episode_title="Stablecoins")
+    assert get(client, f"/clips/{EPISODE}?{QUERY}").status_code == 200  # the clip is cut and cached
+
+    def down(*args, **kwargs):
+        raise CatalogUnavailable("The episode catalog is unavailable; try again later", retry_after_seconds=30)
+
+    monkeypatch.setattr(catalog.Catalog, "find_episode", down)
+    response = get(client, f"/clips/{EPISODE}?{QUERY}")
+    assert response.status_code == 200, "as the clip route serves a hit without MongoDB, so does its page"
+    assert Page(response.body.decode()).text["h1"] == "Stablecoins"  # the title stored beside the clip
+
+
 def test_an_unexpected_fault_is_a_500_page_without_details(client, titled, monkeypatch):
     from chalicelib import catalog
 

@@ -267,3 +267,13 @@ def test_uncommitted_stage_files_are_named_after_a_deploy(tmp_path):
     assert stage.uncommitted(tmp_path) == [".chalice/config.json", ".chalice/policy-dev-api_handler.json"]
     (tmp_path.parent / "not-a-clone").mkdir(exist_ok=True)
     assert stage.uncommitted(tmp_path.parent / "not-a-clone") == []
+
+
+def test_api_handler_may_read_every_bucket_source_allowed_buckets_names():
+    environment = {"SOURCE_BUCKET": "raw", "CLIPS_BUCKET": "clips", "SOURCE_ALLOWED_BUCKETS": "raw, other"}
+    documents = stage.policy_documents("dev", environment)
+    api_handler = {s["Sid"]: s for s in documents["api_handler"]["Statement"]}
+    assert api_handler["ReadSourceAudio"]["Resource"] == ["arn:aws:s3:::raw/*", "arn:aws:s3:::other/*"]
+    assert api_handler["MissingSourceIs404"]["Resource"] == ["arn:aws:s3:::raw", "arn:aws:s3:::other"]
+    cleanup = {s["Sid"]: s for s in documents["cleanup_clips"]["Statement"]}
+    assert cleanup["ReadSourceAudioToIndexIt"]["Resource"] == ["arn:aws:s3:::raw/*"], "events come from SOURCE_BUCKET"
