@@ -8,6 +8,7 @@ from the first audio frame on, before any gapless trimming. A player that honour
 
 from __future__ import annotations
 
+import functools
 import struct
 from dataclasses import dataclass
 from typing import Callable, Iterator, Optional, Tuple
@@ -45,7 +46,7 @@ class FrameHeader:
     def bitrate(self) -> int:
         return _BITRATES_KBPS[1 if self.version == 1 else 2][self.bitrate_index] * 1000
 
-    @property
+    @functools.cached_property
     def length(self) -> int:
         return frame_length(self, self.bitrate_index) + self.padding
 
@@ -76,7 +77,13 @@ def parse_header(data: bytes, pos: int = 0) -> Optional[FrameHeader]:
     """The Layer III frame header at ``pos``, or None if there is none (free format is not supported)."""
     if pos + 4 > len(data) or data[pos] != 0xFF or data[pos + 1] & 0xE0 != 0xE0:
         return None
-    b1, b2, b3 = data[pos + 1], data[pos + 2], data[pos + 3]
+    return _header(bytes(data[pos : pos + 4]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _header(raw: bytes) -> Optional[FrameHeader]:
+    """One header per distinct 4 bytes: a stream repeats a handful of them, and a cut walks every frame."""
+    b1, b2, b3 = raw[1], raw[2], raw[3]
     version = _VERSIONS.get((b1 >> 3) & 0b11)
     layer = (b1 >> 1) & 0b11
     bitrate_index = b2 >> 4
@@ -90,7 +97,7 @@ def parse_header(data: bytes, pos: int = 0) -> Optional[FrameHeader]:
         padding=(b2 >> 1) & 1,
         channels=1 if (b3 >> 6) == 0b11 else 2,
         protected=not (b1 & 1),
-        raw=bytes(data[pos : pos + 4]),
+        raw=raw,
     )
 
 
