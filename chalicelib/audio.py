@@ -25,10 +25,6 @@ from chalicelib.storage import EpisodeArtefact, SourceAudio
 
 log = logging.getLogger(__name__)
 
-HEAD_BYTES = 16 * 1024
-INDEX_FORMAT = mp3.INDEX_FORMAT
-INDEX_EVERY = mp3.timeline.INDEX_EVERY
-
 __all__ = [
     "ClipAudio",
     "Mp3Source",

@@ -148,9 +148,6 @@ def handle_source_event(
         logs.request_id.reset(token)
 
 
-handle_s3_event = handle_source_event  # the earlier name, kept for callers written before EventBridge
-
-
 def _handle_record(record: SourceRecord, cleanup: ClipCleanup, prepare: Optional[Prepare] = None) -> Purged:
     started = time.perf_counter()
     key, name = record.key, record.name

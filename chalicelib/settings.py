@@ -52,7 +52,7 @@ class Settings:
     cors_allow_origins: Tuple[str, ...] = ()  # browser origins allowed to read answers; ("*",) for any
     public_base_url: Optional[str] = None  # base of absolute links in answers; None: taken from the request
     atlas: Optional[AtlasSettings] = None
-    secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched at cold start
+    secret_parameters: Optional[Dict[str, str]] = None  # variable -> SSM parameter name, fetched on first use
     source_allowed_buckets: Tuple[str, ...] = ()  # buckets s3_audio_path may name; from_env defaults to source_bucket
     cloudfront_domain: Optional[str] = None  # set: clip URLs are CloudFront signed URLs for this host
     cloudfront_key_pair_id: Optional[str] = None  # the CloudFront public key's id in the distribution's key group

@@ -2,8 +2,8 @@
 
 Clients are created on first use and reused across warm invocations. ``reset()`` forgets them (tests).
 S3, the clip cache and FFmpeg are built from the declared settings alone; a secret named by an SSM parameter is
-fetched only by what needs it (the catalog, the Atlas check), so a cache hit and the shallow health check never
-depend on SSM.
+fetched only by what needs it (the catalog, the Atlas check, the CloudFront signer), so a cache hit and the
+shallow health check never depend on SSM, except for the signing key of a stage with CloudFront.
 """
 
 from __future__ import annotations

@@ -205,10 +205,6 @@ class StreamLayout:
     tag_offset: int = -1  # where that tag's frame begins
 
     @property
-    def constant_bitrate(self) -> bool:
-        return self.tag is not None and self.tag.kind == "Info"
-
-    @property
     def start_skip(self) -> int:
         """Decoder samples a gapless player drops before the episode's time 0."""
         if self.tag is not None and self.tag.encoder_delay is not None:
@@ -221,11 +217,6 @@ class StreamLayout:
         if self.tag is None or self.tag.encoder_delay is None:
             return 0
         return max((self.tag.encoder_padding or 0) - DECODER_DELAY, 0)
-
-    @property
-    def gapless_trim(self) -> int:
-        """Samples a gapless decoder drops in all, 0 without a LAME tag."""
-        return self.start_skip + self.end_trim if self.start_skip else 0
 
     def concatenated(self, file_size: int) -> bool:
         """FFmpeg's test for "invalid concatenated file detected": the file holds much more than the tag's byte
@@ -280,11 +271,6 @@ def frame_length(model: FrameHeader, bitrate_index: int) -> int:
     """Bytes in a frame of ``model``'s format at this bitrate, without the padding byte."""
     kbps = _BITRATES_KBPS[1 if model.version == 1 else 2][bitrate_index]
     return model.samples // 8 * kbps * 1000 // model.sample_rate
-
-
-def tick_rate_divisor(sample_rate: int) -> int:
-    """Ticks per sample: TICKS_PER_SECOND is a multiple of every MPEG audio sample rate."""
-    return TICKS_PER_SECOND // sample_rate
 
 
 TICKS_PER_SECOND = 14_112_000  # the least common multiple of the nine sample rates: time without rounding
