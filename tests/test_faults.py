@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import time
 
-from botocore.awsrequest import AWSResponse
 from botocore.exceptions import ResponseStreamingError
 from chalice.test import Client
 
@@ -14,32 +13,15 @@ from app import app
 from chalicelib import wiring
 from chalicelib.storage import SourceAudio
 from tests.audio_tools import FRAME_MS, decode
-from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, clip_objects
+from tests.conftest import CLIPS_BUCKET, EPISODE, clip_objects
+from tests.s3_faults import source_reads_answer
 
 PATH = f"/api/v1/audio_clips/{EPISODE}?start_time_ms=20000&duration_ms=5000"
 
 
-class _Raw:
-    def __init__(self, body: bytes):
-        self._body = body
-
-    def stream(self, **kwargs):
-        yield self._body
-
-
 def throttle_source_reads(times: int) -> list:
     """Answer the next ``times`` GetObject calls on the source bucket with 503 SlowDown, as S3 does under load."""
-    answered = []
-
-    def before_send(request, **kwargs):
-        if SOURCE_BUCKET in request.url and request.method == "GET" and len(answered) < times:
-            answered.append(request.url)
-            body = b"<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message></Error>"
-            return AWSResponse(request.url, 503, {"Content-Type": "application/xml"}, _Raw(body))
-        return None
-
-    wiring.current().s3.meta.events.register_first("before-send.s3.GetObject", before_send)
-    return answered
+    return source_reads_answer(503, "SlowDown", "Please reduce your request rate.", times=times)
 
 
 def get():

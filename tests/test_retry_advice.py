@@ -9,38 +9,20 @@ import logging
 import time
 
 import pytest
-from botocore.awsrequest import AWSResponse
 from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
 from chalicelib.settings import Settings
 from tests.conftest import EPISODE, SOURCE_BUCKET, clip_objects, episode_doc, source_key
+from tests.s3_faults import source_reads_answer
 
 PATH = f"/api/v1/audio_clips/{EPISODE}?start_time_ms=1000&duration_ms=2000"
 
 
-class _Raw:
-    def __init__(self, body: bytes):
-        self._body = body
-
-    def stream(self, **kwargs):
-        yield self._body
-
-
 def s3_answers(status: int, code: str, message: str, headers=None) -> list:
     """Every GetObject of the source bucket answers this S3 error, as real S3 would."""
-    answered = []
-
-    def before_send(request, **kwargs):
-        if SOURCE_BUCKET in request.url and request.method == "GET":
-            answered.append(request.url)
-            body = f"<Error><Code>{code}</Code><Message>{message}</Message></Error>".encode()
-            return AWSResponse(request.url, status, {"Content-Type": "application/xml", **(headers or {})}, _Raw(body))
-        return None
-
-    wiring.current().s3.meta.events.register_first("before-send.s3.GetObject", before_send)
-    return answered
+    return source_reads_answer(status, code, message, headers)
 
 
 def get():
