@@ -2,17 +2,20 @@
 
 from chalice import Chalice, Rate
 
-from chalicelib import api, cleanup, health, links, logs, share_page, tracing, wiring
+from chalicelib import wiring
+from chalicelib.clips import cleanup
+from chalicelib.ops import health, logs, tracing
+from chalicelib.web import api, links, middleware, pages, params
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
-app.log.addFilter(api.unhandled_view_error)  # a view's exception reaches the middleware's catch-all
+app.log.addFilter(middleware.unhandled_view_error)  # a view's exception reaches the middleware's catch-all
 settings = wiring.current().declared  # read and validated at start: a bad variable fails here, by name
 
 
 @app.middleware("http")
 def contract_errors_cors_and_request_log(event, get_response):
-    return api.serve(event, get_response, wiring.current().declared.cors_allow_origins)
+    return middleware.serve(event, get_response, wiring.current().declared.cors_allow_origins)
 
 
 @app.middleware("all")
@@ -22,32 +25,32 @@ def xray_tracing(event, get_response):  # TRACING=true (a stage option): the Tra
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["GET"])
 def get_audio_clip(episode_id):
-    request = api.parse_clip_request(
-        episode_id, api.query_params(app.current_request), wiring.current().declared.max_clip_ms
+    request = params.parse_clip_request(
+        episode_id, params.query_params(app.current_request), wiring.current().declared.max_clip_ms
     )
-    result = wiring.current().clips.get_clip(request.clip, api.deadline(app.lambda_context))
+    result = wiring.current().clips.get_clip(request.clip, params.deadline(app.lambda_context))
     base = links.base_url(app.current_request, wiring.current().declared.public_base_url)
     return api.clip_response(result, request, base)
 
 
 @app.route("/api/v1/audio_clips/{episode_id}", methods=["OPTIONS"])
 def audio_clip_preflight(episode_id):
-    return api.preflight()
+    return middleware.preflight()
 
 
 @app.route("/clips/{episode_id}", methods=["GET"])
 def clip_share_page(episode_id):
-    return share_page.share_page(app.current_request, wiring.current(), episode_id, api.deadline(app.lambda_context))
+    return pages.share_page(app.current_request, wiring.current(), episode_id, params.deadline(app.lambda_context))
 
 
 @app.route("/clips/{episode_id}/embed", methods=["GET"])
 def clip_embed_page(episode_id):
-    return share_page.embed_page(app.current_request, wiring.current(), episode_id, api.deadline(app.lambda_context))
+    return pages.embed_page(app.current_request, wiring.current(), episode_id, params.deadline(app.lambda_context))
 
 
 @app.route("/api/v1/oembed", methods=["GET"])
 def clip_oembed():
-    return share_page.oembed(app.current_request, wiring.current(), api.deadline(app.lambda_context))
+    return pages.oembed(app.current_request, wiring.current(), params.deadline(app.lambda_context))
 
 
 @app.route("/api/v1/openapi.json", methods=["GET"])
@@ -57,7 +60,7 @@ def openapi():
 
 @app.route("/api/v1/health", methods=["GET"])
 def get_health():
-    return api.health_response(wiring.current(), api.boolean(api.query_params(app.current_request), "deep"))
+    return api.health_response(wiring.current(), params.boolean(params.query_params(app.current_request), "deep"))
 
 
 # SOURCE_EVENTS (a stage setting): an EventBridge rule on the source bucket's audio keys, or, for a bucket this

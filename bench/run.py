@@ -184,8 +184,8 @@ def worker(name: str, rounds: int, proxy: str) -> dict:
 
 def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dict[float, int]):
     from chalicelib import wiring
-    from chalicelib.clips import ClipRequest
-    from chalicelib.storage import clip_key
+    from chalicelib.clips.service import ClipRequest
+    from chalicelib.stores.keys import clip_key
 
     start_ms = int(EPISODES[name][0] * 1000 * fraction)
     key = clip_key(guid(name), start_ms, start_ms + CLIP_MS)
@@ -274,8 +274,8 @@ def _stats(proxy: str) -> int:
 def index_build(name: str) -> dict:
     """The seek index of one episode, built as the engine builds it (one streaming pass), timed on its own."""
     from chalicelib import wiring
-    from chalicelib.audio import Mp3Source, build_index
-    from chalicelib.storage import SourceAudio
+    from chalicelib.audio.cutting import Mp3Source, build_index
+    from chalicelib.stores.source import SourceAudio
 
     audio = SourceAudio.open(wiring.current().s3, SOURCE_BUCKET, source_key(name))
     started = time.perf_counter()
@@ -298,7 +298,7 @@ def cold_start(name: str) -> dict:
     started = time.perf_counter()
     import app  # noqa: F401  (the Lambda's init)
     from chalicelib import wiring
-    from chalicelib.clips import ClipRequest
+    from chalicelib.clips.service import ClipRequest
 
     imported = time.perf_counter()
     start_ms = int(EPISODES[name][0] * 1000 * 0.5)

@@ -16,7 +16,7 @@ from botocore.config import Config
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from chalicelib.signing import CloudFrontUrlSigner, S3UrlSigner
+from chalicelib.stores.signing import CloudFrontUrlSigner, S3UrlSigner
 
 KEY = "audio_clips/0e983347-7815-4b62-87a6-84d988a772b7/60000-90000.mp3"
 RUNS, CALLS = 5, 2_000

@@ -65,7 +65,7 @@ def episode_path(name: str) -> str:
 def worker(name: str) -> dict:
     import app  # noqa: F401  (the Lambda's init, as cleanup_clips pays it)
     from chalicelib import wiring
-    from chalicelib.indexing import prepare_episode
+    from chalicelib.clips.seek_index import prepare_episode
 
     before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     current = wiring.current()
@@ -93,7 +93,7 @@ def worker(name: str) -> dict:
 def first_miss(name: str, offset: float) -> dict:
     """A 30 s clip cut after the upload's index: what it read of the source beyond the clip's own bytes."""
     from chalicelib import wiring
-    from chalicelib.clips import ClipRequest
+    from chalicelib.clips.service import ClipRequest
 
     start_ms = int(EPISODE_SECONDS * 1000 * offset)
     result = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms, 30_000), time.monotonic() + 25)

@@ -11,8 +11,8 @@ from __future__ import annotations
 import functools
 from typing import Optional
 
-from chalicelib import secrets
 from chalicelib.settings import ATLAS_SECRETS, CATALOG_SECRETS, Settings
+from chalicelib.stores import secrets
 
 
 class Wiring:
@@ -29,23 +29,23 @@ class Wiring:
         import boto3
         from botocore.config import Config
 
-        from chalicelib import storage
+        from chalicelib.stores import s3 as s3_module
 
         config = Config(
             signature_version="s3v4",
-            connect_timeout=storage.S3_CONNECT_TIMEOUT_S,
-            read_timeout=storage.S3_READ_TIMEOUT_S,
-            retries={"mode": "standard", "total_max_attempts": storage.S3_ATTEMPTS},
+            connect_timeout=s3_module.S3_CONNECT_TIMEOUT_S,
+            read_timeout=s3_module.S3_READ_TIMEOUT_S,
+            retries={"mode": "standard", "total_max_attempts": s3_module.S3_ATTEMPTS},
             s3={"us_east_1_regional_endpoint": "regional"},
         )
         client = boto3.client("s3", region_name=self.declared.aws_region, config=config)
-        client.meta.events.register("before-send.s3", storage.refuse_late_attempts)  # bounded by the deadline
+        client.meta.events.register("before-send.s3", s3_module.refuse_late_attempts)  # bounded by the deadline
         return client
 
     @functools.cached_property
     def clip_store(self):
-        from chalicelib.signing import DeferredSigner
-        from chalicelib.storage import ClipStore
+        from chalicelib.stores.clip_cache import ClipStore
+        from chalicelib.stores.signing import DeferredSigner
 
         return ClipStore(
             self.s3,
@@ -58,7 +58,7 @@ class Wiring:
     def url_signer(self):
         """Who signs clip URLs: CloudFront when CLOUDFRONT_DOMAIN is set (its private key read from SSM once per
         process, never logged), otherwise S3 with the client's own credentials."""
-        from chalicelib import signing
+        from chalicelib.stores import signing
 
         declared = self.declared
         if not declared.cloudfront_domain:
@@ -72,32 +72,32 @@ class Wiring:
 
     @functools.cached_property
     def cleanup(self):
-        from chalicelib.cleanup import ClipCleanup
+        from chalicelib.clips.cleanup import ClipCleanup
 
         return ClipCleanup(self.s3, self.declared.clips_bucket)
 
     @functools.cached_property
     def indexer(self):
-        from chalicelib.indexing import UploadIndexer
+        from chalicelib.clips.seek_index import UploadIndexer
 
         return UploadIndexer(self.s3, self.clip_store)
 
     @functools.cached_property
     def catalog(self):
-        from chalicelib.catalog import open_catalog
+        from chalicelib.stores.catalog import open_catalog
 
         fetch = secrets.fetcher("The episode catalog's configuration")
         return open_catalog(self.declared.with_secrets(fetch, only=CATALOG_SECRETS))
 
     @functools.cached_property
     def ffmpeg(self) -> Optional[str]:
-        from chalicelib.ffmpeg import find_ffmpeg
+        from chalicelib.audio.ffmpeg import find_ffmpeg
 
         return find_ffmpeg(self.declared.ffmpeg_path)
 
     @functools.cached_property
     def atlas(self):
-        from chalicelib.health import AtlasApi
+        from chalicelib.ops.health import AtlasApi
 
         atlas = self.declared.with_secrets(secrets.fetcher("The Atlas check's configuration"), only=ATLAS_SECRETS).atlas
         return AtlasApi(atlas) if atlas else None  # kept: it caches its token
@@ -113,7 +113,7 @@ class Wiring:
 
     @functools.cached_property
     def clips(self):
-        from chalicelib.clips import ClipService
+        from chalicelib.clips.service import ClipService
 
         return ClipService(
             self.s3,

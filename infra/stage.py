@@ -202,7 +202,7 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
             "OwnLogs", ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"], [group, f"{group}:*"]
         )
 
-    # Powertools Parameters reads one secret at a time (chalicelib/secrets.py)
+    # Powertools Parameters reads one secret at a time (chalicelib/stores/secrets.py)
     own_secrets = allow("OwnSecrets", ["ssm:GetParameter"], [f"arn:aws:ssm:*:*:parameter/{APP_NAME}/{stage}/*"])
     # a source bucket encrypted with a customer managed key: decrypt through S3 only, with the key of this alias
     decrypt_source = allow(
@@ -227,7 +227,7 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
         "cleanup_clips": [
             allow("ListClipsAndMissingIndexIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{clips}"]),
             allow("DeleteClips", ["s3:DeleteObject"], [f"arn:aws:s3:::{clips}/audio_clips/*"]),
-            # new audio is indexed on arrival (chalicelib/indexing.py): read it, write its seek index and lease
+            # new audio is indexed on arrival (chalicelib/clips/seek_index.py): read it, write its seek index and lease
             allow("ReadSourceAudioToIndexIt", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
             allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
             decrypt_source,

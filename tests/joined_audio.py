@@ -108,7 +108,7 @@ def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> by
 
 
 def strip_id3(data: bytes) -> bytes:
-    from chalicelib.mp3 import id3v2_size
+    from chalicelib.audio.mp3 import id3v2_size
 
     return data[id3v2_size(data) :]
 
@@ -201,7 +201,7 @@ def _vbr_parts_without_headers(d: str) -> Joined:
 
 def _mid_file_picture(d: str) -> Joined:
     """One encoding with a 30 KB ID3 tag holding a picture inserted halfway; its Info tag counts every frame."""
-    from chalicelib import mp3
+    from chalicelib.audio import mp3
 
     whole = encode(d, "one30", 30, 44100, 2, CBR, 61)
     layout = mp3.read_layout(lambda start, end: whole[start:end])

@@ -15,9 +15,11 @@ import time
 
 
 def main(bucket: str, key: str, episode_id: str, rendezvous: str) -> None:
-    from chalicelib import indexing, wiring
-    from chalicelib.audio import Mp3Source
-    from chalicelib.storage import SEEK_INDEX_NAME, SourceAudio
+    from chalicelib import wiring
+    from chalicelib.audio.cutting import Mp3Source
+    from chalicelib.clips import seek_index as indexing
+    from chalicelib.stores.keys import SEEK_INDEX_NAME
+    from chalicelib.stores.source import SourceAudio
 
     me = str(os.getpid())
     scans = []

@@ -56,8 +56,8 @@ def test_mp3_clips_are_the_sources_samples_exactly(s3, episode, decoded_sources,
 
 def assert_info_header_describes(data: bytes, samples: int, rate: int) -> None:
     """The clip's own Xing/Info frame counts its frames and bytes, so players show its true duration."""
-    from chalicelib import mp3
-    from chalicelib.audio import tagged_duration_ms
+    from chalicelib.audio import mp3
+    from chalicelib.audio.cutting import tagged_duration_ms
 
     data = data[mp3.id3v2_size(data) :]  # the clip's ID3 tag (chalicelib/attribution.py) comes first
     layout = mp3.parse_layout(data[:16384], 0)

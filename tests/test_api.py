@@ -10,7 +10,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.signing import SESSION_CREDENTIALS_BOUND_S
+from chalicelib.stores.signing import SESSION_CREDENTIALS_BOUND_S
 from tests.audio_tools import FRAME_MS, decode
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, clip_objects
 
@@ -244,7 +244,7 @@ def test_an_unresolvable_srv_record_is_a_503_not_a_500(client, s3, monkeypatch):
 
 def test_anything_else_is_a_500_without_internals(client, s3, episode, monkeypatch):
     episode("cbr")
-    from chalicelib import clips
+    from chalicelib.clips import service as clips
 
     def broken(*args, **kwargs):
         raise RuntimeError("secret internal detail mongodb+srv://user:pw@host")

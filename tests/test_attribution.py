@@ -12,9 +12,11 @@ from mutagen.id3 import ID3
 from mutagen.mp3 import MP3
 
 from app import app
-from chalicelib import attribution, catalog, clips
-from chalicelib.attribution import ClipStory, clean_text, clean_url, leading_id3_bytes
-from chalicelib.audio import tagged_duration_ms
+from chalicelib.audio import attribution
+from chalicelib.audio.attribution import ClipStory, clean_text, clean_url, leading_id3_bytes
+from chalicelib.audio.cutting import tagged_duration_ms
+from chalicelib.clips import service as clips
+from chalicelib.stores import catalog
 from tests.audio_tools import decode
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, episode_doc, source_key
 
@@ -218,7 +220,8 @@ def test_every_leading_id3_tag_is_replaced():
 
 
 def test_titles_that_would_overflow_s3_metadata_are_left_out_not_the_clip(s3):
-    from chalicelib.storage import METADATA_LIMIT, ClipStore, SourceObject
+    from chalicelib.stores.clip_cache import METADATA_LIMIT, ClipStore
+    from chalicelib.stores.source import SourceObject
 
     store = ClipStore(s3, CLIPS_BUCKET, 3600)
     source = SourceObject(SOURCE_BUCKET, "show/" + "k" * 1500 + ".mp3", 10, '"etag"')

@@ -11,8 +11,8 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.catalog import Catalog
-from chalicelib.storage import SourceAudio
+from chalicelib.stores.catalog import Catalog
+from chalicelib.stores.source import SourceAudio
 from tests.audio_tools import FRAME_MS, decode, generate
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, clip_objects
 
@@ -108,7 +108,7 @@ def test_a_hit_whose_source_is_gone_asks_the_catalog_and_answers_404(s3, episode
 
 def test_a_clip_another_request_stored_first_is_served_not_overwritten(s3, episode, monkeypatch):
     _, source = episode("cbr")
-    from chalicelib.storage import ClipStore
+    from chalicelib.stores.clip_cache import ClipStore
 
     etag = s3.head_object(Bucket=SOURCE_BUCKET, Key=source)["ETag"]  # cut from the same version as ours
     s3.put_object(
@@ -211,8 +211,8 @@ def test_a_vbr_episode_is_indexed_once_then_every_miss_reads_only_its_clip(s3, e
 def test_identical_concurrent_misses_cut_once_and_all_answer(s3, episode, monkeypatch):
     import threading
 
-    from chalicelib import audio
-    from chalicelib.clips import ClipRequest
+    from chalicelib.audio import cutting as audio
+    from chalicelib.clips.service import ClipRequest
 
     episode("cbr")
     cuts = []
@@ -222,7 +222,7 @@ def test_identical_concurrent_misses_cut_once_and_all_answer(s3, episode, monkey
         cuts.append(1)
         return original(*args, **kwargs)
 
-    monkeypatch.setattr("chalicelib.clips.cut_mp3", counting_cut)
+    monkeypatch.setattr("chalicelib.clips.service.cut_mp3", counting_cut)
     service = wiring.current().clips
     barrier = threading.Barrier(12)
     results, errors = [], []

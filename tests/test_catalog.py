@@ -9,9 +9,9 @@ import time
 import pytest
 from mockupdb import MockupDB
 
-from chalicelib.catalog import Catalog, open_catalog
 from chalicelib.errors import CatalogUnavailable, ConfigurationError, NotFound
 from chalicelib.settings import Settings
+from chalicelib.stores.catalog import Catalog, open_catalog
 from tests.conftest import episode_doc, free_port
 
 GUID = "substack:123456"

@@ -10,7 +10,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.clips import ClipService
+from chalicelib.clips.service import ClipService
 from tests.conftest import EPISODE
 
 ROUTE = f"/api/v1/audio_clips/{EPISODE}?start_time_ms=0"
@@ -59,7 +59,7 @@ def test_a_failure_outside_the_route_still_answers_in_shape_and_logs_a_line(monk
     def broken_cors(origin, allowed):
         raise RuntimeError("middleware bug")
 
-    monkeypatch.setattr("chalicelib.api.cors_headers", broken_cors)
+    monkeypatch.setattr("chalicelib.web.middleware.cors_headers", broken_cors)
     with Client(app, stage_name="local") as client:
         response = client.http.get("/api/v1/health")
     assert response.status_code == 500 and json.loads(response.body)["Code"] == "InternalServerError"
@@ -75,7 +75,7 @@ def test_a_success_is_logged_once_too(caplog):
 
 
 def test_the_json_line_keeps_the_error_code_and_the_traceback_apart():
-    from chalicelib.logs import _formatter
+    from chalicelib.ops.logs import _formatter
 
     try:
         raise KeyError("x")

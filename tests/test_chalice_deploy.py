@@ -36,7 +36,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from chalicelib.cleanup import event_pattern
+from chalicelib.clips.cleanup import event_pattern
 
 ROOT = Path(__file__).resolve().parents[1]
 CHALICE = Path(sys.executable).parent / "chalice"  # the venv's chalice, beside the interpreter running pytest

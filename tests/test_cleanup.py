@@ -12,7 +12,7 @@ from chalice.test import Client
 
 import app as app_module
 from app import app
-from chalicelib.cleanup import episode_of_key
+from chalicelib.clips.cleanup import episode_of_key
 from tests.conftest import CLIPS_BUCKET, SOURCE_BUCKET
 
 A = "0e983347-7815-4b62-87a6-84d988a772b7"
@@ -200,7 +200,7 @@ def test_a_replayed_s3_notification_and_an_eventbridge_event_reach_one_handler_a
 
 
 def test_both_shapes_read_as_the_same_records():
-    from chalicelib.cleanup import SourceRecord, source_records
+    from chalicelib.clips.cleanup import SourceRecord, source_records
 
     key = f"my podcast/{A}/audio/Épisode 100%.mp3"
     assert list(source_records({"Records": [record(key, "ObjectCreated:Put"), record(key)]})) == [
@@ -224,7 +224,7 @@ def test_both_shapes_read_as_the_same_records():
     ],
 )
 def test_other_events_yield_nothing_and_purge_nothing(s3, event):
-    from chalicelib.cleanup import source_records
+    from chalicelib.clips.cleanup import source_records
 
     seed(s3, A, 2)
     assert list(source_records(event)) == []
@@ -251,7 +251,7 @@ def test_the_eventbridge_rule_matches_audio_keys_of_the_source_bucket_only(key, 
 
     from moto.events.models import EventPattern
 
-    from chalicelib.cleanup import event_pattern
+    from chalicelib.clips.cleanup import event_pattern
 
     rule = EventPattern.load(json.dumps(event_pattern(SOURCE_BUCKET)))
     assert rule.matches_event(eventbridge_event(key, detail_type, bucket)) is matches

@@ -18,7 +18,7 @@ import pytest
 import requests
 from botocore.config import Config
 
-from chalicelib.signing import S3UrlSigner
+from chalicelib.stores.signing import S3UrlSigner
 from tests.conftest import CLIPS_BUCKET, free_port, wait_for_port
 
 pytestmark = pytest.mark.slow

@@ -92,7 +92,7 @@ def test_the_bucket_policy_allows_only_the_distribution_and_denies_plain_http(te
 
 
 def test_the_cache_key_ignores_the_signatures_query_parameters_and_clips_stay_cached(template):
-    from chalicelib.signing import VERSION_PARAMETER
+    from chalicelib.stores.signing import VERSION_PARAMETER
 
     config = properties(template, "ClipsCachePolicy")["CachePolicyConfig"]
     key = config["ParametersInCacheKeyAndForwardedToOrigin"]

@@ -14,10 +14,11 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.catalog import open_catalog
 from chalicelib.errors import CatalogUnavailable, StorageTimeout
 from chalicelib.settings import Settings
-from chalicelib.storage import ATTEMPT_BUDGET_S, SourceAudio, SourceObject
+from chalicelib.stores.catalog import open_catalog
+from chalicelib.stores.s3 import ATTEMPT_BUDGET_S
+from chalicelib.stores.source import SourceAudio, SourceObject
 from tests.conftest import EPISODE, SOURCE_BUCKET, episode_doc, source_key
 from tests.test_catalog_recovery import Relay
 
@@ -90,8 +91,9 @@ def test_a_catalog_query_with_no_time_left_is_not_sent(silent):
 def test_the_catalogs_secret_is_not_fetched_when_no_attempt_could_end_before_the_deadline(monkeypatch):
     from moto import mock_aws
 
-    from chalicelib import deadlines, secrets
+    from chalicelib import deadlines
     from chalicelib.errors import SecretUnavailable
+    from chalicelib.stores import secrets
 
     sent = []
     with mock_aws():

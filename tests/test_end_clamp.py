@@ -10,7 +10,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib.audio import check_start
+from chalicelib.audio.cutting import check_start
 from chalicelib.errors import BadRequest
 from tests.audio_tools import FRAME_MS, decode
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, clip_objects, episode_doc, source_key

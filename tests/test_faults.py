@@ -11,7 +11,7 @@ from chalice.test import Client
 
 from app import app
 from chalicelib import wiring
-from chalicelib.storage import SourceAudio
+from chalicelib.stores.source import SourceAudio
 from tests.audio_tools import FRAME_MS, decode
 from tests.conftest import CLIPS_BUCKET, EPISODE, clip_objects
 from tests.s3_faults import source_reads_answer

@@ -11,8 +11,8 @@ import pytest
 from chalice.test import Client
 
 from app import app
+from chalicelib.audio.ffmpeg import transcode_to_mp3
 from chalicelib.errors import ClipTimeout, Undecodable
-from chalicelib.ffmpeg import transcode_to_mp3
 from tests.conftest import EPISODE, SOURCE_BUCKET, clip_objects, episode_doc, source_key
 
 
@@ -34,7 +34,7 @@ def test_a_hanging_ffmpeg_is_killed_at_the_deadline(hanging_ffmpeg):
 def test_the_route_leaves_time_to_answer_before_lambda_and_api_gateway_give_up():
     from types import SimpleNamespace
 
-    from chalicelib.api import deadline
+    from chalicelib.web.params import deadline
 
     now = time.monotonic()
     assert deadline(SimpleNamespace(get_remaining_time_in_millis=lambda: 28_000)) - now <= 26.1
@@ -56,7 +56,7 @@ def test_an_undecodable_m4a_is_a_422_with_ffmpegs_message_in_the_log(moto_server
         response = client.http.get(f"/api/v1/audio_clips/{EPISODE}?start_time_ms=0&duration_ms=5000")
     assert response.status_code == 422
     assert json.loads(response.body)["Code"] == "UnprocessableEntityError"
-    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "chalicelib.ffmpeg")
+    logged = " ".join(r.getMessage() for r in caplog.records if r.name == "chalicelib.audio.ffmpeg")
     assert "ffmpeg failed" in logged and "<source-url>" in logged, "FFmpeg's stderr, with the pre-signed URL masked"
     assert "X-Amz-Signature" not in logged
     assert clip_objects(moto_server) == []

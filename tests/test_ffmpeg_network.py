@@ -13,9 +13,9 @@ import time
 import imageio_ffmpeg
 import pytest
 
-from chalicelib import ffmpeg
+from chalicelib.audio import ffmpeg
+from chalicelib.audio.ffmpeg import transcode_to_mp3
 from chalicelib.errors import StorageUnavailable, Undecodable, WrongRegion
-from chalicelib.ffmpeg import transcode_to_mp3
 from tests.tls_server import TlsServer
 
 

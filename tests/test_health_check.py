@@ -18,7 +18,7 @@ from mockupdb import MockupDB
 from moto import mock_aws
 
 from chalicelib import wiring
-from chalicelib.health import AtlasApi, HealthState, ping_mongodb, run_check
+from chalicelib.ops.health import AtlasApi, HealthState, ping_mongodb, run_check
 from chalicelib.settings import AtlasSettings
 from tests.conftest import CLIPS_BUCKET, free_port
 
@@ -308,7 +308,7 @@ def test_a_paused_cluster_is_not_resumed_unless_allowed(aws, atlas_paused):
 
 
 def test_two_overlapping_runs_alert_once(aws, monkeypatch):
-    from chalicelib.health import Probe
+    from chalicelib.ops.health import Probe
 
     state = HealthState(aws.s3, CLIPS_BUCKET)
     run_check(lambda: Probe(True, 1, "ok"), None, False, state, aws.publish, "c", now=T0)
@@ -321,7 +321,7 @@ def test_two_overlapping_runs_alert_once(aws, monkeypatch):
 
 
 def test_an_alert_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(aws):
-    from chalicelib.health import Probe
+    from chalicelib.ops.health import Probe
 
     def broken(alert):
         raise RuntimeError("SNS is down")
@@ -339,7 +339,7 @@ def test_an_alert_that_cannot_be_sent_is_kept_and_sent_by_the_next_run(aws):
 
 @pytest.mark.parametrize("content", [b"not json", b'{"healthy": "maybe"}', b"[]"])
 def test_an_unreadable_state_is_unknown_not_an_error(aws, content):
-    from chalicelib.health import Probe
+    from chalicelib.ops.health import Probe
 
     aws.s3.put_object(Bucket=CLIPS_BUCKET, Key="_health/state.json", Body=content)
     outcome = run_sequence(aws, [lambda: Probe(False, 1, "timeout")])[0]
@@ -349,7 +349,7 @@ def test_an_unreadable_state_is_unknown_not_an_error(aws, content):
 def test_s3_down_is_logged_and_never_raised(aws):
     from botocore.config import Config
 
-    from chalicelib.health import Probe
+    from chalicelib.ops.health import Probe
 
     dead = boto3.client(
         "s3",

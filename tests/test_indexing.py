@@ -13,12 +13,13 @@ from types import SimpleNamespace
 
 import pytest
 
-from chalicelib import audio as audio_module
-from chalicelib import indexing, wiring
-from chalicelib.audio import SeekIndex
-from chalicelib.clips import ClipRequest
+from chalicelib import wiring
+from chalicelib.audio import cutting as audio_module
+from chalicelib.audio.cutting import SeekIndex
+from chalicelib.clips import seek_index as indexing
+from chalicelib.clips.service import ClipRequest
 from chalicelib.errors import Unavailable
-from chalicelib.storage import SourceAudio
+from chalicelib.stores.source import SourceAudio
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET
 from tests.test_cleanup import invoke, record, remaining, seed
 
@@ -31,7 +32,7 @@ SLACK = 64 * 1024
 @pytest.fixture(autouse=True)
 def no_index_in_memory(monkeypatch):
     """Every test starts without the warm process's indexes: identical fixtures have identical ETags."""
-    monkeypatch.setattr(audio_module, "_recent_indexes", audio_module._Recent(16))
+    monkeypatch.setattr(indexing, "_recent_indexes", indexing._Recent(16))
 
 
 @pytest.fixture(autouse=True)
@@ -173,7 +174,7 @@ def test_a_failed_build_is_logged_and_the_purge_stands(s3, episode, caplog, monk
 
 
 def test_an_index_that_cannot_be_stored_is_logged_as_a_failure(s3, episode, caplog, monkeypatch):
-    from chalicelib.storage import EpisodeArtefact
+    from chalicelib.stores.clip_cache import EpisodeArtefact
 
     monkeypatch.setattr(EpisodeArtefact, "save", lambda self, document: None)  # S3 refused: save logs, returns
     _, key = episode("vbr")

@@ -2,9 +2,9 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib import links
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import Settings
+from chalicelib.web import links
 
 
 class FakeRequest:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from typing import Optional
@@ -10,12 +11,19 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import mp3
-from chalicelib.audio import Mp3Source, build_index, cut_mp3
-from chalicelib.storage import SourceAudio
+from chalicelib.audio import cutting, mp3
+from chalicelib.audio.cutting import Mp3Source, build_index
+from chalicelib.clips.seek_index import load_or_build_index
+from chalicelib.stores.source import SourceAudio
 from tests.audio_tools import decode
 from tests.conftest import EPISODE, SOURCE_BUCKET, source_key
 from tests.joined_audio import LAME, encode, lame_encode
+
+
+def cut_mp3(source: Mp3Source, start_ms: int, want_ms: int, stored_index, deadline: float) -> cutting.ClipAudio:
+    """The engine's cut, with its seek index kept (as the clip service keeps it) in ``stored_index``."""
+    load_index = functools.partial(load_or_build_index, source, stored_index, deadline)
+    return cutting.cut_mp3(source, start_ms, want_ms, load_index, deadline)
 
 
 class MemoryArtefact:

@@ -9,9 +9,9 @@ from urllib.parse import unquote
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from chalicelib.api import parse_clip_request
 from chalicelib.errors import BadRequest
-from chalicelib.storage import clip_key, is_episode_id
+from chalicelib.stores.keys import clip_key, is_episode_id
+from chalicelib.web.params import parse_clip_request
 
 GRAMMAR = re.compile(r"[A-Za-z0-9._:-]{1,200}")
 MAX_CLIP_MS = 60_000

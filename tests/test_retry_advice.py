@@ -99,7 +99,7 @@ def test_a_source_in_a_bucket_not_allowed_is_refused_and_logged_before_any_s3_ca
     assert response.status_code == 500 and "Retry-After" not in response.headers
     assert body["Message"] == "The episode's source audio is in a bucket this service may not read"
     assert not [url for url in calls if "someone-elses-bucket" in url]
-    refused = [r.getMessage() for r in caplog.records if r.name == "chalicelib.clips"]
+    refused = [r.getMessage() for r in caplog.records if r.name == "chalicelib.clips.service"]
     assert any("someone-elses-bucket" in line and "SOURCE_ALLOWED_BUCKETS" in line for line in refused)
 
 

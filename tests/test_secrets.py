@@ -11,8 +11,9 @@ from botocore.awsrequest import AWSResponse
 from chalice.test import Client
 
 from app import app
-from chalicelib import secrets, wiring
+from chalicelib import wiring
 from chalicelib.errors import ConfigurationError, SecretUnavailable
+from chalicelib.stores import secrets
 from tests.conftest import EPISODE, free_port
 
 CLIP = f"/api/v1/audio_clips/{EPISODE}?start_time_ms=1000&duration_ms=2000"

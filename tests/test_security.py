@@ -86,7 +86,7 @@ def test_secrets_appear_in_neither_config_nor_logs(s3, episode, monkeypatch, cap
     with Client(app, stage_name="local") as client:
         assert client.http.get(ROUTE).status_code == 503  # a catalog failure, logged in detail
         assert client.http.get("/api/v1/health?deep=true").status_code == 503
-    from chalicelib.health import scheduled_run
+    from chalicelib.ops.health import scheduled_run
 
     scheduled_run(wiring.current())
     logged = capsys.readouterr().out + "\n".join(

@@ -35,7 +35,7 @@ def test_a_malformed_variable_fails_at_start_naming_it(name, value):
 
 
 def test_a_bad_ffmpeg_path_fails_naming_it(tmp_path):
-    from chalicelib.ffmpeg import find_ffmpeg
+    from chalicelib.audio.ffmpeg import find_ffmpeg
 
     with pytest.raises(ConfigurationError, match="FFMPEG_PATH"):
         find_ffmpeg(str(tmp_path / "missing"))

@@ -12,7 +12,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import attribution
+from chalicelib.audio import attribution
 from tests.conftest import EPISODE, SOURCE_BUCKET, episode_doc, source_key
 
 BASE = "http://localhost"
@@ -134,7 +134,7 @@ def test_the_style_hash_matches_the_inline_style():
     import base64
     import hashlib
 
-    from chalicelib.share_page import _STYLE_SOURCE, STYLE
+    from chalicelib.web.pages import _STYLE_SOURCE, STYLE
 
     assert "'sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode() + "'" == _STYLE_SOURCE
 
@@ -325,8 +325,8 @@ def test_a_missing_source_is_a_404_page(client, titled, s3):
 
 
 def test_an_unreachable_catalog_is_a_503_page_with_retry_after(client, titled, monkeypatch):
-    from chalicelib import catalog
     from chalicelib.errors import CatalogUnavailable
+    from chalicelib.stores import catalog
 
     titled(episode_title="Stablecoins")
 
@@ -340,8 +340,8 @@ def test_an_unreachable_catalog_is_a_503_page_with_retry_after(client, titled, m
 
 
 def test_a_cached_clip_s_page_is_served_while_the_catalog_is_down(client, titled, monkeypatch):
-    from chalicelib import catalog
     from chalicelib.errors import CatalogUnavailable
+    from chalicelib.stores import catalog
 
     titled(episode_title="Stablecoins")
     assert get(client, f"/clips/{EPISODE}?{QUERY}").status_code == 200  # the clip is cut and cached
@@ -356,7 +356,7 @@ def test_a_cached_clip_s_page_is_served_while_the_catalog_is_down(client, titled
 
 
 def test_an_unexpected_fault_is_a_500_page_without_details(client, titled, monkeypatch):
-    from chalicelib import catalog
+    from chalicelib.stores import catalog
 
     titled(episode_title="Stablecoins")
     monkeypatch.setattr(catalog.Catalog, "find_episode", lambda *a, **k: 1 / 0)

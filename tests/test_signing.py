@@ -18,9 +18,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from chalicelib import secrets, signing, wiring
+from chalicelib import wiring
 from chalicelib.errors import ConfigurationError
 from chalicelib.settings import Settings
+from chalicelib.stores import secrets, signing
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET
 
 KEY_PAIR_ID = "K2JCJMDEHXQW5F"

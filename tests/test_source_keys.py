@@ -9,7 +9,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib.storage import parse_s3_url
+from chalicelib.stores.keys import parse_s3_url
 from tests.conftest import EPISODE, SOURCE_BUCKET, episode_doc
 
 ODD_KEYS = [

@@ -9,7 +9,7 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib.clips import ClipService
+from chalicelib.clips.service import ClipService
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET
 
 KEY = f"audio_clips/{EPISODE}/1000-3000.mp3"

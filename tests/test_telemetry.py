@@ -10,8 +10,8 @@ import pytest
 from chalice.test import Client
 
 from app import app
-from chalicelib import logs
 from chalicelib.errors import ConfigurationError
+from chalicelib.ops import logs
 from tests.conftest import EPISODE
 
 PATH = f"/api/v1/audio_clips/{EPISODE}?start_time_ms=1000&duration_ms=3000"

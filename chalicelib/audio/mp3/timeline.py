@@ -23,14 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
 
-from chalicelib.mp3.frames import (
-    TICKS_PER_SECOND,
-    NotMp3,
-    StreamLayout,
-    find_frame,
-    id3v2_size,
-    parse_header,
-)
+from chalicelib.audio.mp3.frames import TICKS_PER_SECOND, NotMp3, StreamLayout, find_frame, id3v2_size, parse_header
 
 INDEX_FORMAT = 2  # 1: one uniform stream, a checkpoint every 32 frames; 2: segments
 INDEX_EVERY = 32  # frames between two checkpoints of a segment

@@ -18,12 +18,14 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from chalice import Response
 
-from chalicelib import api, links
-from chalicelib.attribution import ClipStory, clock
-from chalicelib.catalog import Episode
-from chalicelib.clips import clip_story
+from chalicelib.audio.attribution import ClipStory, clock
+from chalicelib.clips.service import clip_story
 from chalicelib.deadlines import until
 from chalicelib.errors import BadRequest, NotFound, ServiceError, Unavailable, UnsupportedFormat
+from chalicelib.stores.catalog import Episode
+from chalicelib.web import links
+from chalicelib.web.middleware import note
+from chalicelib.web.params import parse_clip_request
 
 log = logging.getLogger(__name__)
 
@@ -62,10 +64,10 @@ class ClipPage:
 def clip_page(
     request: Any, wiring: Any, episode_id: str, query: Optional[Mapping[str, str]], deadline: float
 ) -> ClipPage:
-    parsed = api.parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
+    parsed = parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
     result = wiring.clips.get_clip(parsed, deadline)  # first: a cached clip's page does not need MongoDB
     episode = _catalog_entry(wiring, parsed.episode_id, deadline)
-    api.note(
+    note(
         episode_id=result.episode_id,
         cache_hit=result.cache_hit,
         method=result.method,
@@ -300,7 +302,7 @@ _HEADINGS = {
 
 def error_page(error: ServiceError) -> Response:
     """An HTML page with the clip route's status, its message, and the log fields the middleware would note."""
-    api.note(error=error.code, message=error.message, detail=error.detail)
+    note(error=error.code, message=error.message, detail=error.detail)
     heading = _HEADINGS.get(error.status, "Something went wrong")
     body = (
         _head(heading) + f"<body>\n<main>\n<h1>{_e(heading)}</h1>\n<p>{_e(error.message)}</p>\n"

@@ -1,27 +1,28 @@
 """Cutting a clip out of a source object while reading little more than the clip's own bytes.
 
-MP3 sources are cut by hand (``chalicelib.mp3``) on the player's timeline, FFmpeg's decode of the whole file.
+MP3 sources are cut by hand (``chalicelib.audio.mp3``) on the player's timeline, FFmpeg's decode of the whole file.
 A CBR file whose Info tag provably describes the whole object is cut by arithmetic; every other MP3 through a
 per-episode seek index of uniform segments, built once by one streaming pass and kept beside the clips. A clip
 inside one run of uniform frames is a copy of the source's frames; a clip that spans a change of sample rate or
 channels (an ad stitched into a show) is decoded from exactly the bytes it spans and encoded once by FFmpeg.
 Anything else (M4A/AAC, or what is not MP3) goes to FFmpeg over a pre-signed URL.
+
+The engine knows nothing of S3: it reads through a ``SourceReader`` (``chalicelib.stores.source.SourceAudio`` is one),
+and is handed a way to get the seek index (``chalicelib.clips.seek_index`` keeps and shares it).
 """
 
 from __future__ import annotations
 
 import logging
-import threading
 import time
-from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Iterator, List, Optional, Protocol, Sequence, Tuple
 
-from chalicelib import mp3
+from chalicelib.audio import mp3
+from chalicelib.audio.ffmpeg import join_to_mp3
+from chalicelib.audio.mp3 import TICKS_PER_SECOND, SeekIndex, Segment
 from chalicelib.errors import BadRequest, ClipTimeout, ServiceError, Undecodable
-from chalicelib.mp3 import TICKS_PER_SECOND, SeekIndex, Segment
 from chalicelib.settings import MIN_CLIP_MS
-from chalicelib.storage import EpisodeArtefact, SourceAudio
 
 log = logging.getLogger(__name__)
 
@@ -32,10 +33,36 @@ __all__ = [
     "build_index",
     "cut_mp3",
     "duration_ms",
-    "load_or_build_index",
     "plan_samples",
     "tagged_duration_ms",
 ]
+
+
+class ObjectVersion(Protocol):
+    """The one version of a stored object that a reader reads."""
+
+    @property
+    def bucket(self) -> str: ...
+    @property
+    def key(self) -> str: ...
+    @property
+    def size(self) -> int: ...
+    @property
+    def etag(self) -> str: ...
+
+
+class SourceReader(Protocol):
+    """A source object read by byte range: its first bytes (``head``, read when it was opened), ranges, a stream."""
+
+    head: bytes
+
+    @property
+    def source(self) -> ObjectVersion: ...
+    def read(self, start: int, end: int) -> bytes: ...
+    def stream(self, start: int) -> Iterator[bytes]: ...
+
+
+IndexLoader = Callable[[], Tuple[SeekIndex, bool]]  # (the source's seek index, whether this call built it)
 
 
 @dataclass
@@ -49,12 +76,12 @@ class ClipAudio:
 class Mp3Source:
     """One MP3 source object, read by ranges; a file no longer than its head is never read again."""
 
-    def __init__(self, audio: SourceAudio, layout: mp3.StreamLayout):
+    def __init__(self, audio: SourceReader, layout: mp3.StreamLayout):
         self.audio = audio
         self.layout = layout
 
     @classmethod
-    def sniff(cls, audio: SourceAudio) -> Optional["Mp3Source"]:
+    def sniff(cls, audio: SourceReader) -> Optional["Mp3Source"]:
         """The source as MP3, or None if it is not MP3 (then FFmpeg gets it)."""
         head = audio.head
         if not head:
@@ -76,7 +103,7 @@ class Mp3Source:
             yield from self.audio.stream(start)
 
 
-def _read(audio: SourceAudio, start: int, end: int) -> bytes:
+def _read(audio: SourceReader, start: int, end: int) -> bytes:
     head = audio.head
     if end <= len(head) or len(head) >= audio.source.size:
         return head[start:end]
@@ -111,33 +138,8 @@ def check_start(start_ms: int, episode_ms: int) -> None:
         )
 
 
-class _Recent:
-    """The last few seek indexes this process used: a warm Lambda skips fetching them again."""
-
-    def __init__(self, size: int):
-        self._items: "OrderedDict[tuple, SeekIndex]" = OrderedDict()
-        self._size = size
-        self._lock = threading.Lock()  # chalice local serves requests on threads
-
-    def get(self, key: tuple) -> Optional[SeekIndex]:
-        with self._lock:
-            if key in self._items:
-                self._items.move_to_end(key)
-            return self._items.get(key)
-
-    def put(self, key: tuple, index: SeekIndex) -> None:
-        with self._lock:
-            self._items[key] = index
-            self._items.move_to_end(key)
-            while len(self._items) > self._size:
-                self._items.popitem(last=False)
-
-
-_recent_indexes = _Recent(16)
-
-
 def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
-    """One streaming pass over the source (see ``chalicelib.mp3.timeline``)."""
+    """One streaming pass over the source (see ``chalicelib.audio.mp3.timeline``)."""
     audio = source.audio
     try:
         index = mp3.scan(
@@ -158,32 +160,18 @@ def build_index(source: Mp3Source, deadline: float) -> SeekIndex:
     return index
 
 
-def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: float) -> Tuple[SeekIndex, bool]:
-    """The source's seek index: this process's copy, else the stored one, else built now and stored.
-    (index, whether this call built it)."""
-    object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
-    index = _recent_indexes.get(object_id)
-    built = False
-    if index is None:
-        from chalicelib.indexing import obtain_index  # stored, else built by one process at a time (a lease)
-
-        index, built = obtain_index(source, index_store, deadline)
-        _recent_indexes.put(object_id, index)
-    return index, built
-
-
 def cut_mp3(
     source: Mp3Source,
     start_ms: int,
     want_ms: int,
-    index_store: EpisodeArtefact,
+    load_index: IndexLoader,
     deadline: float,
     ffmpeg: Optional[Callable[[], Optional[str]]] = None,
 ) -> ClipAudio:
     cbr = _cut_cbr(source, start_ms, want_ms)
     if cbr is not None:
         return cbr
-    index, built = load_or_build_index(source, index_store, deadline)
+    index, built = load_index()
     if index.frames < 2 or not index.duration_ticks:
         raise Undecodable(
             "The episode's source audio is too short to decode",
@@ -328,8 +316,6 @@ def _reencode(
     ffmpeg: Optional[Callable[[], Optional[str]]],
 ) -> bytes:
     """One uniform MP3 from pieces of different formats, in the format and bitrate of the episode's main part."""
-    from chalicelib.ffmpeg import join_to_mp3
-
     binary = ffmpeg() if ffmpeg is not None else None
     if binary is None:
         raise ServiceError(

@@ -14,7 +14,7 @@ from typing import Any, Callable, ContextManager, Optional
 
 from chalicelib.errors import CatalogUnavailable, ConfigurationError, NotFound
 from chalicelib.settings import Settings
-from chalicelib.storage import parse_s3_url
+from chalicelib.stores.keys import parse_s3_url
 
 log = logging.getLogger(__name__)
 

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Literal, Optional
 from urllib.parse import unquote_plus
 
-from chalicelib import logs
-from chalicelib.storage import episode_prefix, is_episode_id
+from chalicelib.ops import logs
+from chalicelib.stores.keys import episode_prefix, is_episode_id
 
 if TYPE_CHECKING:
-    from chalicelib.indexing import Prepared
+    from chalicelib.clips.seek_index import Prepared
 
 log = logging.getLogger("audio_clips.cleanup")
 

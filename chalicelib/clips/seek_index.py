@@ -13,21 +13,28 @@ crashed) or names another version of the source is taken over with ``If-Match`` 
 takers only one wins.
 The holder releases it, once the index is stored or the build failed, by writing it expired (``If-Match`` on
 its own ETag, so a successor's lease is never touched).
+
+``load_or_build_index`` is what a miss calls: this process's copy of the index (the last few are kept), else
+``obtain_index``.
 """
 
 from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
-from chalicelib import logs
-from chalicelib.audio import Mp3Source, SeekIndex, build_index
+from chalicelib.audio.cutting import Mp3Source, SeekIndex, build_index
 from chalicelib.errors import ClipTimeout, NotFound, StorageTimeout, StorageUnavailable
-from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, EpisodeArtefact, SourceAudio
+from chalicelib.ops import logs
+from chalicelib.stores.clip_cache import ClipStore, EpisodeArtefact
+from chalicelib.stores.keys import SEEK_INDEX_NAME
+from chalicelib.stores.source import SourceAudio
 
 log = logging.getLogger("audio_clips.indexing")
 
@@ -41,6 +48,43 @@ RETRY_AFTER_MAX_S = 10
 CLEANUP_MARGIN_S = 5.0  # what cleanup_clips keeps of its remaining time to log and return
 
 Build = Callable[[Mp3Source, float], SeekIndex]
+
+
+class _Recent:
+    """The last few seek indexes this process used: a warm Lambda skips fetching them again."""
+
+    def __init__(self, size: int):
+        self._items: "OrderedDict[tuple, SeekIndex]" = OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()  # chalice local serves requests on threads
+
+    def get(self, key: tuple) -> Optional[SeekIndex]:
+        with self._lock:
+            if key in self._items:
+                self._items.move_to_end(key)
+            return self._items.get(key)
+
+    def put(self, key: tuple, index: SeekIndex) -> None:
+        with self._lock:
+            self._items[key] = index
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+
+_recent_indexes = _Recent(16)
+
+
+def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadline: float) -> Tuple[SeekIndex, bool]:
+    """The source's seek index: this process's copy, else the stored one, else built now and stored.
+    (index, whether this call built it)."""
+    object_id = (source.audio.source.bucket, source.audio.source.key, source.audio.source.etag)
+    index = _recent_indexes.get(object_id)
+    built = False
+    if index is None:
+        index, built = obtain_index(source, index_store, deadline)  # stored, else built by one builder (a lease)
+        _recent_indexes.put(object_id, index)
+    return index, built
 
 
 def obtain_index(

@@ -17,7 +17,7 @@ from typing import Any, Callable, Optional, Tuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from chalicelib import logs
+from chalicelib.ops import logs
 from chalicelib.settings import AtlasSettings
 
 log = logging.getLogger("audio_clips.health")
@@ -349,7 +349,7 @@ def run_check(
 
 def emit_metrics(outcome: Outcome) -> None:
     """The check's metrics as one CloudWatch embedded-metric line (chalicelib/metrics.py)."""
-    from chalicelib import metrics
+    from chalicelib.ops import metrics
 
     metrics.record_health(outcome.healthy, outcome.latency_ms, outcome.atlas_paused, outcome.diagnosis)
 

@@ -5,7 +5,7 @@
 - ``cut``: a clip assembled from the source's own frames, and the bit reservoir it must carry.
 """
 
-from chalicelib.mp3.cut import (
+from chalicelib.audio.mp3.cut import (
     SETTLE_SAMPLES,
     Cut,
     borrowed_bytes,
@@ -16,7 +16,7 @@ from chalicelib.mp3.cut import (
     info_frame,
     main_data_begin,
 )
-from chalicelib.mp3.frames import (
+from chalicelib.audio.mp3.frames import (
     DECODER_DELAY,
     MAX_GAPLESS_FIELD,
     TICKS_PER_SECOND,
@@ -33,7 +33,7 @@ from chalicelib.mp3.frames import (
     read_layout,
     walk_frames,
 )
-from chalicelib.mp3.timeline import INDEX_FORMAT, IndexTimeout, SeekIndex, Segment, scan
+from chalicelib.audio.mp3.timeline import INDEX_FORMAT, IndexTimeout, SeekIndex, Segment, scan
 
 __all__ = [
     "DECODER_DELAY",

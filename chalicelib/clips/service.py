@@ -6,6 +6,7 @@ HEAD of the source tells whether it is still current. MongoDB is asked only on a
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -14,13 +15,16 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
-from chalicelib.attribution import ClipStory, tagged
-from chalicelib.audio import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
-from chalicelib.catalog import Catalog, Episode
+from chalicelib.audio.attribution import ClipStory, tagged
+from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
+from chalicelib.audio.ffmpeg import transcode_to_mp3
+from chalicelib.clips.seek_index import load_or_build_index
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
-from chalicelib.ffmpeg import transcode_to_mp3
-from chalicelib.storage import SEEK_INDEX_NAME, ClipStore, SourceAudio, SourceChanged, clip_key
+from chalicelib.stores.catalog import Catalog, Episode
+from chalicelib.stores.clip_cache import ClipStore
+from chalicelib.stores.keys import SEEK_INDEX_NAME, clip_key
+from chalicelib.stores.source import SourceAudio, SourceChanged
 
 log = logging.getLogger(__name__)
 
@@ -195,7 +199,8 @@ class ClipService:
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)
         if source is not None:
-            index = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
+            stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
+            index = functools.partial(load_or_build_index, source, stored, deadline)
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
             except ValueError as error:

@@ -13,7 +13,7 @@ import struct
 from dataclasses import dataclass
 from typing import List, Sequence, Tuple
 
-from chalicelib.mp3.frames import DECODER_DELAY, MAX_GAPLESS_FIELD, FrameHeader, frame_length, parse_header
+from chalicelib.audio.mp3.frames import DECODER_DELAY, MAX_GAPLESS_FIELD, FrameHeader, frame_length, parse_header
 
 # ---------------------------------------------------------------- the bit reservoir
 SETTLE_SAMPLES = 1088  # decoder samples after which the output no longer depends on frames before (576 + 512)

@@ -1,0 +1,36 @@
+"""Names in S3: the contract's episode ids, where an episode's clips and artefacts live, and ``s3://`` URLs."""
+
+from __future__ import annotations
+
+import re
+from typing import Tuple
+
+CLIP_PREFIX = "audio_clips/"
+SEEK_INDEX_NAME = "seek-index.json"
+S3_SCHEME = "s3://"
+
+EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
+
+
+def is_episode_id(text: str) -> bool:
+    """The contract's grammar for an episode id, minus all-dot names that a URL path would resolve away."""
+    return bool(EPISODE_ID.fullmatch(text or "")) and set(text) != {"."}
+
+
+def clip_key(episode_id: str, start_ms: int, end_ms: int) -> str:
+    return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.mp3"
+
+
+def episode_prefix(episode_id: str) -> str:
+    return f"{CLIP_PREFIX}{episode_id}/"
+
+
+def parse_s3_url(url: str) -> Tuple[str, str]:
+    """``s3://bucket/key`` → (bucket, key), the key exactly as written: S3 keys may hold '#', '?', '%', '+' and
+    spaces, which a URL parser would read as a fragment, a query or escapes. ValueError for anything else."""
+    rest = (url or "").removeprefix(S3_SCHEME) if (url or "").startswith(S3_SCHEME) else ""
+    bucket, _, key = rest.partition("/")
+    key = key.lstrip("/")
+    if not bucket or not key:
+        raise ValueError(f"not an s3:// URL: {url!r}")
+    return bucket, key
