@@ -22,8 +22,11 @@ from audio_clips_client import (  # noqa: E402
     AudioClipsClient,
     BadRequest,
     Clip,
+    ClipServiceError,
     NotFound,
+    ServerError,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
 )
 
@@ -40,8 +43,12 @@ CLIP = {
 }
 
 
+TRUNCATED = "truncated"  # a header: announce the body's length, send half of it, close the connection
+
+
 class Script:
-    """A loopback server that answers each request with the next scripted (status, headers, body)."""
+    """A loopback server that answers each request with the next scripted (status, headers, body); a ``TRUNCATED``
+    header makes it send half the body it announced and close the connection (HTTP/1.0: one request each)."""
 
     def __init__(self, answers: List[Tuple[int, dict, object]]) -> None:
         self.answers = list(answers)
@@ -55,10 +62,11 @@ class Script:
                 data = body if isinstance(body, bytes) else json.dumps(body).encode()
                 self.send_response(status)
                 for name, value in headers.items():
-                    self.send_header(name, value)
+                    if name != TRUNCATED:
+                        self.send_header(name, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
-                self.wfile.write(data)
+                self.wfile.write(data[: len(data) // 2] if TRUNCATED in headers else data)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -132,6 +140,95 @@ def test_a_4xx_is_never_retried(fake, status, kind):
         client_for(server.url, sleeps).get_clip("e", 0)
     assert raised.value.code == body["Code"] and raised.value.message == body["Message"]
     assert len(server.paths) == 1 and sleeps == []
+
+
+TOO_MANY = {"Code": "TooManyRequests", "Message": "Too many requests: the stage's rate limit is exceeded"}
+GATEWAY_500 = {"message": "Internal server error"}  # API Gateway's own answer when the function is throttled
+
+
+def test_a_429_is_retried_after_its_retry_after(fake):
+    server = fake((429, {"Retry-After": "3"}, TOO_MANY), (200, {}, CLIP))
+    sleeps: List[float] = []
+    clip = client_for(server.url, sleeps).get_clip("substack:1", 1000)
+    assert sleeps == [3.0] and len(server.paths) == 2 and clip.episode_id == "substack:1"
+
+
+def test_a_429_without_retry_after_backs_off_then_raises_too_many_requests(fake):
+    server = fake(*[(429, {}, TOO_MANY)] * 3)
+    sleeps: List[float] = []
+    with pytest.raises(TooManyRequests) as raised:
+        client_for(server.url, sleeps, retries=2, backoff_s=1, max_backoff_s=100).get_clip("e", 0)
+    assert raised.value.status == 429 and raised.value.code == "TooManyRequests"
+    assert len(server.paths) == 3 and len(sleeps) == 2 and all(0 <= w <= 2**n for n, w in enumerate(sleeps))
+
+
+def test_a_429_asking_for_more_than_the_caller_allows_is_raised_at_once(fake):
+    server = fake((429, {"Retry-After": "300"}, TOO_MANY), (200, {}, CLIP))
+    sleeps: List[float] = []
+    with pytest.raises(TooManyRequests) as raised:
+        client_for(server.url, sleeps, max_retry_after_s=30).get_clip("e", 0)
+    assert raised.value.retry_after_s == 300 and sleeps == [] and len(server.paths) == 1
+
+
+@pytest.mark.parametrize("status", [500, 502])
+def test_a_gateway_5xx_without_the_contracts_code_is_retried_with_backoff(fake, status):
+    server = fake((status, {}, GATEWAY_500), (status, {}, GATEWAY_500), (200, {}, CLIP))
+    sleeps: List[float] = []
+    clip = client_for(server.url, sleeps, backoff_s=1, max_backoff_s=100).get_clip("substack:1", 1000)
+    assert clip.episode_id == "substack:1" and len(server.paths) == 3
+    assert len(sleeps) == 2 and 0 <= sleeps[0] <= 1 and 0 <= sleeps[1] <= 2
+
+
+def test_a_gateway_500_is_an_error_naming_the_gateways_message_once_the_retries_are_spent(fake):
+    server = fake(*[(500, {}, GATEWAY_500)] * 2)
+    with pytest.raises(ServerError) as raised:
+        client_for(server.url, [], retries=1).get_clip("e", 0)
+    assert raised.value.status == 500 and raised.value.code == "GatewayError"
+    assert raised.value.message == "Internal server error" and raised.value.from_service is False
+
+
+def test_the_services_own_500_is_not_retried(fake):
+    body = {"Code": "InternalServerError", "Message": "An internal error occurred (request id 1-abc)"}
+    server = fake((500, {}, body), (200, {}, CLIP))
+    sleeps: List[float] = []
+    with pytest.raises(ServerError) as raised:
+        client_for(server.url, sleeps).get_clip("e", 0)
+    assert raised.value.code == "InternalServerError" and raised.value.from_service is True
+    assert sleeps == [] and len(server.paths) == 1
+
+
+def test_a_gateway_answer_in_the_contracts_shape_with_retry_after_is_retried(fake):
+    """What the stage's gateway responses answer when the function is throttled (infra/stage.py)."""
+    body = {"Code": "ServiceUnavailable", "Message": "The service is busy; retry after Retry-After seconds"}
+    server = fake((503, {"Retry-After": "2"}, body), (200, {}, CLIP))
+    sleeps: List[float] = []
+    client_for(server.url, sleeps).get_clip("e", 0)
+    assert sleeps == [2.0]
+
+
+def test_a_truncated_body_is_retried_and_never_escapes_as_http_client_incomplete_read(fake):
+    import http.client
+
+    server = fake((200, {TRUNCATED: "1"}, CLIP), (200, {}, CLIP))
+    sleeps: List[float] = []
+    assert client_for(server.url, sleeps).get_clip("substack:1", 1000).episode_id == "substack:1"
+    assert len(server.paths) == 2 and len(sleeps) == 1
+
+    server = fake(*[(200, {TRUNCATED: "1"}, CLIP)] * 2)
+    with pytest.raises(TransportError) as raised:
+        client_for(server.url, [], retries=1).get_clip("e", 0)
+    assert not isinstance(raised.value, http.client.HTTPException)
+    assert raised.value.status == 0 and "IncompleteRead" in raised.value.message
+    assert isinstance(raised.value.__cause__ or raised.value.__context__, http.client.IncompleteRead)
+
+
+@pytest.mark.parametrize("status", [403, 404, 413])
+def test_a_4xx_other_than_429_is_never_retried_even_from_a_gateway(fake, status):
+    server = fake((status, {}, {"message": "Missing Authentication Token"}), (200, {}, CLIP))
+    sleeps: List[float] = []
+    with pytest.raises(ClipServiceError) as raised:
+        client_for(server.url, sleeps).get_clip("e", 0)
+    assert raised.value.status == status and sleeps == [] and len(server.paths) == 1
 
 
 def test_no_answer_within_the_timeout_is_a_transport_error_after_the_retries(fake):

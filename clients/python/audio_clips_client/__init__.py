@@ -10,6 +10,7 @@ from audio_clips_client.client import (
     OEmbed,
     ServerError,
     ServiceUnavailable,
+    TooManyRequests,
     TransportError,
     Unprocessable,
 )
@@ -24,6 +25,7 @@ __all__ = [
     "OEmbed",
     "ServerError",
     "ServiceUnavailable",
+    "TooManyRequests",
     "TransportError",
     "Unprocessable",
 ]

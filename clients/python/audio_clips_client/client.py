@@ -1,17 +1,22 @@
 """One call per route of the audio clip service, over the standard library's HTTP client.
 
 - Every request has a timeout (connect and each read).
-- A 503 (and a 502 or 504 from a gateway, and a connection that fails or times out) is retried with exponential
-  backoff and full jitter; a ``Retry-After`` header, in seconds or as an HTTP date, sets the wait instead, unless
+- Retried with exponential backoff and full jitter: a 429 (a rate limit), a 503, a 502 or 504 (a gateway), any other
+  5xx that carries ``Retry-After`` or whose body lacks the contract's ``Code`` (API Gateway answering by itself, e.g.
+  ``500 {"message": "Internal server error"}`` when the function is throttled), a connection that fails or times
+  out, and a body cut short. A ``Retry-After`` header, in seconds or as an HTTP date, sets the wait instead, unless
   it is longer than ``max_retry_after_s`` (then the error is raised at once: the service asked for more patience
-  than the caller has). A 4xx is never retried: the request itself is wrong.
-- Errors are exceptions carrying the contract's ``Code`` and ``Message`` and the HTTP status.
+  than the caller has). Any other 4xx is never retried: the request itself is wrong. The service's own 500 (with a
+  ``Code``, without ``Retry-After``) is not retried either: it does not heal by itself.
+- Errors are exceptions carrying the contract's ``Code`` and ``Message`` and the HTTP status; a transport fault
+  (``OSError``, ``http.client.HTTPException`` such as ``IncompleteRead``) is a ``TransportError``.
 - Results are dataclasses; fields the service adds later are kept in ``extra``.
 """
 
 from __future__ import annotations
 
 import email.utils
+import http.client
 import json
 import random
 import socket
@@ -23,7 +28,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Dict, Iterable, Mapping, Optional, Tuple, Type
 
-RETRIED_STATUSES = (502, 503, 504)
+RETRIED_STATUSES = (429, 502, 503, 504)  # and any 5xx without the contract's Code, or with Retry-After
 
 
 # ------------------------------------------------------------------ errors
@@ -32,12 +37,21 @@ RETRIED_STATUSES = (502, 503, 504)
 class ClipServiceError(Exception):
     """An error answer: ``status`` (HTTP), ``code`` and ``message`` (the contract's ``Code`` and ``Message``)."""
 
-    def __init__(self, status: int, code: str, message: str, retry_after_s: Optional[float] = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        retry_after_s: Optional[float] = None,
+        from_service: bool = True,
+    ) -> None:
         super().__init__(f"{status} {code}: {message}")
         self.status = status
         self.code = code
         self.message = message
         self.retry_after_s = retry_after_s
+        # False when the body did not carry the contract's Code: an answer of something in front of the service
+        self.from_service = from_service
 
 
 class BadRequest(ClipServiceError):
@@ -50,6 +64,10 @@ class NotFound(ClipServiceError):
 
 class Unprocessable(ClipServiceError):
     """422: the episode's audio cannot be decoded."""
+
+
+class TooManyRequests(ClipServiceError):
+    """429: over the stage's rate limit (or a per-client limit); raised once the retries are spent."""
 
 
 class ServiceUnavailable(ClipServiceError):
@@ -68,6 +86,7 @@ _BY_STATUS: Dict[int, Type[ClipServiceError]] = {
     400: BadRequest,
     404: NotFound,
     422: Unprocessable,
+    429: TooManyRequests,
     503: ServiceUnavailable,
 }
 
@@ -246,16 +265,17 @@ class AudioClipsClient:
         while True:
             try:
                 status, answer_headers, body = self._send(url, headers)
-            except (urllib.error.URLError, OSError, socket.timeout) as error:
+            except (urllib.error.URLError, OSError, socket.timeout, http.client.HTTPException) as error:
                 failure: ClipServiceError = TransportError(
                     0, "TransportError", f"{type(error).__name__}: {getattr(error, 'reason', error)}"
                 )
+                failure.__cause__ = error
                 wait = self._backoff(attempt)
             else:
                 if status < 400 or (answer_503 and status == 503):
                     return status, answer_headers, body
                 failure = _error(status, answer_headers, body)
-                if status not in RETRIED_STATUSES:
+                if not _retried(failure):
                     raise failure
                 wait = failure.retry_after_s if failure.retry_after_s is not None else self._backoff(attempt)
                 if wait > self.max_retry_after_s:
@@ -310,16 +330,27 @@ def _json(status: int, body: bytes) -> Dict[str, Any]:
     return data
 
 
+def _retried(failure: ClipServiceError) -> bool:
+    """Whether waiting can cure this answer: a rate limit, a gateway, or a 5xx that says so (see the module's doc)."""
+    if failure.status in RETRIED_STATUSES:
+        return True
+    if failure.status >= 500:
+        return failure.retry_after_s is not None or not failure.from_service
+    return False
+
+
 def _error(status: int, headers: Mapping[str, str], body: bytes) -> ClipServiceError:
-    code, message = "HTTPError", body[:300].decode("utf-8", "replace")
+    code, message, from_service = "HTTPError", body[:300].decode("utf-8", "replace"), False
     try:
         data = json.loads(body)
-        if isinstance(data, dict):
-            code, message = str(data.get("Code", code)), str(data.get("Message", message))
     except ValueError:
-        pass  # not the contract's JSON (a gateway's page): keep the status and the text
+        data = None  # not JSON (a proxy's page): keep the status and the text
+    if isinstance(data, dict) and "Code" in data:
+        code, message, from_service = str(data["Code"]), str(data.get("Message", message)), True
+    elif isinstance(data, dict) and "message" in data:  # API Gateway's own default answer
+        code, message = "GatewayError", str(data["message"])
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ClipServiceError)
-    return kind(status, code, message, _retry_after(headers.get("retry-after")))
+    return kind(status, code, message, _retry_after(headers.get("retry-after")), from_service)
 
 
 def _retry_after(value: Optional[str]) -> Optional[float]:
