@@ -10,7 +10,14 @@ import os
 import sys
 
 import boto3
-from stage import StageError, region, wait_for_stack  # infra/stage.py, beside this script
+from stage import (  # infra/stage.py, beside this script
+    StageError,
+    detach_web_acl,
+    per_client_limit,
+    region,
+    wait_for_stack,
+    web_acl_name,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TEMPLATE = os.path.join(ROOT, "infra", "template.yaml")
@@ -131,12 +138,22 @@ def main() -> int:
     )
     try:
         region_name = region(os.environ, args.region)
+        limit, window = per_client_limit(environment)
+        if not limit:  # a web ACL still attached to the API stage cannot be deleted: detach it first
+            for resource in detach_web_acl(boto3.client("wafv2", region_name=region_name), web_acl_name(args.stage)):
+                print(f"{args.stage}: per-client rate limit detached from {resource} (PER_CLIENT_RATE_LIMIT is 0)")
         outputs = deploy(
             boto3.client("cloudformation", region_name=region_name),
             args.stage,
             clips_bucket,
             args.retention_days,
-            {**delivery, "LogRetentionDays": args.log_retention_days, "WithDashboard": str(args.dashboard).lower()},
+            {
+                **delivery,
+                "LogRetentionDays": args.log_retention_days,
+                "WithDashboard": str(args.dashboard).lower(),
+                "PerClientRateLimit": limit,
+                "PerClientRateWindowSeconds": window,
+            },
         )
     except StageError as error:
         print(f"infra {args.stage}: {error}", file=sys.stderr)

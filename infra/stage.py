@@ -8,7 +8,10 @@
   the only place the policies are written; edit ``policy_documents`` here, never the generated files.
 - ``deploy``: check, policies, then ``chalice deploy`` between fetching and storing Chalice's deployed state
   (``.chalice/deployed/<stage>.json``) in the stage's artifacts bucket, so that every clone and CI update the same
-  API and functions; then ``cleanup_clips``'s failed events are sent to its SQS queue.
+  API and functions (a deploy that fails part way stores what it had created: infra/chalice_deploy.py); then the
+  stage's limits and gateway answers (throttling, gateway responses, the optional per-client WAF rule) and
+  ``cleanup_clips``'s failed events sent to its SQS queue. One deploy of a stage at a time: a lock with an owner
+  and an expiry (``DeployLock``).
 - ``source-events``: turns on the source bucket's delivery to EventBridge, keeping its other notifications
   (optional: the bucket's owner may do it instead).
 - ``destroy``: ``chalice delete``, the stored state, the layer's versions, and the infra stack; the clips bucket is
@@ -20,6 +23,7 @@ boto3 takes credentials and ``AWS_ENDPOINT_URL`` from the environment; the regio
 from __future__ import annotations
 
 import argparse
+import calendar
 import contextlib
 import getpass
 import json
@@ -29,6 +33,7 @@ import socket
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -79,6 +84,16 @@ def state_key(stage: str) -> str:
 
 def lock_key(stage: str) -> str:
     return f"{STATE_PREFIX}/{stage}.lock"
+
+
+def web_acl_name(stage: str) -> str:
+    """The optional per-client rate limit's web ACL (infra/template.yaml, PerClientRateLimit)."""
+    return f"{APP_NAME}-{stage}-per-client"
+
+
+def api_gateway_stage(config: Mapping[str, Any], stage: str) -> str:
+    """The REST API's stage name Chalice deploys to (its ``api_gateway_stage``, default ``api``)."""
+    return config["stages"][stage].get("api_gateway_stage", config.get("api_gateway_stage", "api"))
 
 
 # ------------------------------------------------------------------ what is known before any AWS call
@@ -150,6 +165,67 @@ def check_layer(config: Mapping[str, Any], stage: str, region_name: str) -> str:
     return layers[0]
 
 
+# ------------------------------------------------------------------ the stage's limits (contract section 6)
+
+THROTTLE_DEFAULTS = {"THROTTLE_RATE_PER_SECOND": 50.0, "THROTTLE_BURST": 100}
+PER_CLIENT_WINDOWS = (60, 120, 300, 600)  # what a WAF rate-based rule can count over, in seconds
+CLEANUP_CONCURRENCY_DEFAULT = 5
+
+
+def throttle(environment: Mapping[str, str]) -> tuple[float, int]:
+    """THROTTLE_RATE_PER_SECOND (default 50) and THROTTLE_BURST (default 100): API Gateway's stage throttling."""
+    raw_rate = environment.get("THROTTLE_RATE_PER_SECOND", "").strip()
+    raw_burst = environment.get("THROTTLE_BURST", "").strip()
+    try:
+        rate = float(raw_rate) if raw_rate else THROTTLE_DEFAULTS["THROTTLE_RATE_PER_SECOND"]
+    except ValueError:
+        rate = -1.0
+    if not 0 < rate <= 10_000:  # 10,000 requests per second: API Gateway's account-level default
+        raise StageError(f"THROTTLE_RATE_PER_SECOND must be a number above 0 and at most 10000, got {raw_rate!r}")
+    if raw_burst and not raw_burst.isdecimal():
+        raise StageError(f"THROTTLE_BURST must be a whole number from 1 to 5000, got {raw_burst!r}")
+    burst = int(raw_burst) if raw_burst else int(THROTTLE_DEFAULTS["THROTTLE_BURST"])
+    if not 1 <= burst <= 5_000:  # 5,000: the account-level bucket
+        raise StageError(f"THROTTLE_BURST must be a whole number from 1 to 5000, got {raw_burst!r}")
+    return rate, burst
+
+
+def per_client_limit(environment: Mapping[str, str]) -> tuple[int, int]:
+    """PER_CLIENT_RATE_LIMIT requests per client IP in PER_CLIENT_RATE_WINDOW_SECONDS (a WAF rate-based rule);
+    0, the default, means no WAF (and no WAF charges)."""
+    raw_limit = environment.get("PER_CLIENT_RATE_LIMIT", "").strip() or "0"
+    raw_window = environment.get("PER_CLIENT_RATE_WINDOW_SECONDS", "").strip() or "300"
+    if not raw_limit.isdecimal() or not (int(raw_limit) == 0 or 10 <= int(raw_limit) <= 2_000_000_000):
+        raise StageError(f"PER_CLIENT_RATE_LIMIT must be 0 (off) or from 10 to 2000000000, got {raw_limit!r}")
+    if not raw_window.isdecimal() or int(raw_window) not in PER_CLIENT_WINDOWS:
+        raise StageError(
+            f"PER_CLIENT_RATE_WINDOW_SECONDS must be one of {', '.join(map(str, PER_CLIENT_WINDOWS))}, got {raw_window!r}"
+        )
+    return int(raw_limit), int(raw_window)
+
+
+def cleanup_concurrency(config: Mapping[str, Any], stage: str) -> int | None:
+    value = config["stages"][stage].get("lambda_functions", {}).get("cleanup_clips", {}).get("reserved_concurrency")
+    if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+        raise StageError(
+            f"lambda_functions.cleanup_clips.reserved_concurrency must be a whole number >= 1, got {value!r}"
+        )
+    return value
+
+
+def default_cleanup_concurrency(config_path: Path, stage: str) -> bool:
+    """cleanup_clips gets a reserved concurrency of its own (5 unless the stage says otherwise), so that a
+    back-catalogue re-upload cannot take the account's concurrency from the API. Written into the stage's Chalice
+    config when missing (Chalice removes any limit a function's config does not name); True when it wrote it."""
+    config = load_config(config_path)
+    if cleanup_concurrency(config, stage) is not None:
+        return False
+    functions = config["stages"][stage].setdefault("lambda_functions", {})
+    functions.setdefault("cleanup_clips", {})["reserved_concurrency"] = CLEANUP_CONCURRENCY_DEFAULT
+    config_path.write_text(json.dumps(config, indent=2) + "\n")
+    return True
+
+
 def check(config: Mapping[str, Any], stage: str, region_name: str) -> dict[str, str]:
     """Everything a deploy needs that can be checked without AWS; returns the stage's environment. Every problem
     found is reported at once, each with its fix, in the runbook's order."""
@@ -171,7 +247,13 @@ def check(config: Mapping[str, Any], stage: str, region_name: str) -> dict[str, 
             f"option, set both under stages.{stage} (\"xray\": true turns on Lambda's and API Gateway's "
             "tracing, TRACING=true the service's own subsegments)"
         )
+    for limit in (throttle, per_client_limit):
+        try:
+            limit(environment)
+        except StageError as error:
+            problems.append(f"{error}: set it under stages.{stage}.environment_variables")
     try:
+        cleanup_concurrency(config, stage)
         check_layer(config, stage, region_name)
     except StageError as error:
         problems.append(str(error).removeprefix(f"stage {stage}: "))
@@ -350,30 +432,278 @@ def push_state(s3, bucket: str, stage: str, project: Path) -> None:
     )
 
 
-@contextlib.contextmanager
-def deploy_lock(s3, bucket: str, stage: str) -> Iterator[None]:
-    """One deploy (or destroy) of a stage at a time, from any clone: a lock object created only if absent (S3's
-    conditional PUT), removed when the command ends, even by an error."""
-    from botocore.exceptions import ClientError
+LOCK_TTL_S = 30 * 60  # a deploy from scratch takes minutes; a lock older than this belongs to a deploy that died
 
-    holder = {
-        "by": f"{getpass.getuser()}@{socket.gethostname()}",
-        "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
-    try:
-        s3.put_object(Bucket=bucket, Key=lock_key(stage), Body=json.dumps(holder).encode(), IfNoneMatch="*")
-    except ClientError as error:
-        if error.response["Error"]["Code"] not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-            raise
-        current = s3.get_object(Bucket=bucket, Key=lock_key(stage))["Body"].read().decode()
+
+def _precondition_failed(error: Exception) -> bool:
+    code = getattr(error, "response", {}).get("Error", {}).get("Code")
+    return code in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409")
+
+
+def _missing(error: Exception) -> bool:
+    return getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404")
+
+
+class DeployLock:
+    """One deploy (or destroy) of a stage at a time, from any clone: an S3 object created only if absent (S3's
+    conditional PUT), naming its owner (a random token per deploy) and when it expires. It is released only by its
+    owner: the delete is conditional on the ETag of the lock this deploy wrote, so a deploy whose lock was removed
+    or taken over never deletes its successor's. A lock past its expiry is taken over (a conditional PUT on the
+    ETag read, so two deploys cannot both take it)."""
+
+    def __init__(self, s3, bucket: str, stage: str, ttl_s: float = LOCK_TTL_S, clock: Callable[[], float] = time.time):
+        self.s3, self.bucket, self.stage, self.ttl_s, self.clock = s3, bucket, stage, ttl_s, clock
+        self.key = lock_key(stage)
+        self.owner = uuid.uuid4().hex
+        self.etag: str | None = None
+
+    def _body(self) -> bytes:
+        now = self.clock()
+        return json.dumps(
+            {
+                "owner": self.owner,
+                "by": f"{getpass.getuser()}@{socket.gethostname()}",
+                "since": _utc(now),
+                "expires": _utc(now + self.ttl_s),
+                "expires_epoch": round(now + self.ttl_s, 3),
+            }
+        ).encode()
+
+    def acquire(self) -> None:
+        from botocore.exceptions import ClientError
+
+        try:
+            self.etag = self.s3.put_object(Bucket=self.bucket, Key=self.key, Body=self._body(), IfNoneMatch="*")["ETag"]
+            return
+        except ClientError as error:
+            if not _precondition_failed(error):
+                raise
+        try:
+            current = self.s3.get_object(Bucket=self.bucket, Key=self.key)
+        except ClientError as error:
+            if not _missing(error):
+                raise
+            return self.acquire()  # released between our PUT and our GET: try again
+        text = current["Body"].read().decode("utf-8", "replace")
+        holder = _lock_holder(text)
+        expires = holder.get("expires_epoch")
+        if isinstance(expires, (int, float)) and expires < self.clock():
+            try:
+                self.etag = self.s3.put_object(
+                    Bucket=self.bucket, Key=self.key, Body=self._body(), IfMatch=current["ETag"]
+                )["ETag"]
+                say(f"took over the deploy lock of {holder.get('by', '?')} (expired {holder.get('expires', '?')})")
+                return
+            except ClientError as error:
+                if not (_precondition_failed(error) or _missing(error)):
+                    raise
+                holder = {"by": "another deploy that took over the expired lock first"}
         raise StageError(
-            f"stage {stage} is being deployed elsewhere ({current}); wait for it, or, if that deploy "
-            f"died, remove the lock: aws s3 rm s3://{bucket}/{lock_key(stage)}"
-        ) from None
+            f"stage {self.stage} is being deployed elsewhere (by {holder.get('by', text[:200])}, since "
+            f"{holder.get('since', '?')}, lock expires {holder.get('expires', 'never: unreadable lock')}); wait for "
+            f"it, or, if that deploy died, let its lock expire or remove it: "
+            f"aws s3 rm s3://{self.bucket}/{self.key}"
+        )
+
+    def held(self) -> bool:
+        """Whether the lock is still this deploy's (not removed, not taken over after expiring)."""
+        from botocore.exceptions import ClientError
+
+        try:
+            return self.etag is not None and self.s3.head_object(Bucket=self.bucket, Key=self.key)["ETag"] == self.etag
+        except ClientError as error:
+            if _missing(error):
+                return False
+            raise
+
+    def release(self) -> None:
+        """Deletes the lock only if it is still the one this deploy wrote (a conditional DELETE on its ETag)."""
+        from botocore.exceptions import ClientError
+
+        if self.etag is None:
+            return
+        try:
+            self.s3.delete_object(Bucket=self.bucket, Key=self.key, IfMatch=self.etag)
+        except ClientError as error:
+            if _missing(error):
+                say(f"the deploy lock of stage {self.stage} was already removed")
+            elif _precondition_failed(error):
+                say(f"the deploy lock of stage {self.stage} now belongs to another deploy: left in place")
+            else:
+                raise
+        finally:
+            self.etag = None
+
+
+def _utc(epoch: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(epoch))
+
+
+def _lock_holder(text: str) -> dict[str, Any]:
+    """The lock's JSON; a lock without an expiry (written before locks had one) expires LOCK_TTL_S after ``since``."""
     try:
-        yield
+        holder = json.loads(text)
+    except ValueError:
+        return {}
+    if not isinstance(holder, dict):
+        return {}
+    if "expires_epoch" not in holder and isinstance(holder.get("since"), str):
+        try:
+            since = calendar.timegm(time.strptime(holder["since"], "%Y-%m-%dT%H:%M:%SZ"))
+            holder["expires_epoch"] = since + LOCK_TTL_S
+            holder["expires"] = _utc(since + LOCK_TTL_S)
+        except ValueError:
+            pass
+    return holder
+
+
+@contextlib.contextmanager
+def deploy_lock(s3, bucket: str, stage: str, **options: Any) -> Iterator[DeployLock]:
+    lock = DeployLock(s3, bucket, stage, **options)
+    lock.acquire()
+    try:
+        yield lock
     finally:
-        s3.delete_object(Bucket=bucket, Key=lock_key(stage))
+        lock.release()
+
+
+# ------------------------------------------------------------------ the stage's answers and limits, after Chalice
+
+# API Gateway answers some requests by itself, without the function: over the stage's throttle, when the function is
+# throttled or fails to start, on a timeout, for a route that does not exist. Its default bodies are
+# {"message": "..."}; these gateway responses answer in the contract's shape instead, with Retry-After on those a
+# retry can cure. DEFAULT_5XX also stands for every 5XX type not named here (a throttled function is reported as a
+# 500 or 502 of one type or another), so all of them become 503 + Retry-After, which the README's retry table
+# tells clients to retry, and a 500 stays the service's own (never retried).
+# type -> (status or None to keep the type's own, Code, Message (a JSON string, or a VTL reference), Retry-After s)
+GATEWAY_RESPONSES: dict[str, tuple[str | None, str, str, int | None]] = {
+    "THROTTLED": (
+        "429",
+        "TooManyRequests",
+        "Too many requests: the API's rate limit is exceeded; retry after Retry-After seconds",
+        1,
+    ),
+    "QUOTA_EXCEEDED": ("429", "QuotaExceeded", "This API key's request quota is used up", None),
+    "DEFAULT_5XX": (
+        "503",
+        "ServiceUnavailable",
+        "The service could not take the request (busy, or starting); retry after Retry-After seconds",
+        2,
+    ),
+    "INTEGRATION_FAILURE": (
+        "503",
+        "ServiceUnavailable",
+        "The service could not take the request (busy, or starting); retry after Retry-After seconds",
+        2,
+    ),
+    "INTEGRATION_TIMEOUT": (
+        "504",
+        "GatewayTimeout",
+        "The service did not answer within API Gateway's 29 s; retry after Retry-After seconds",
+        5,
+    ),
+    "MISSING_AUTHENTICATION_TOKEN": (
+        "404",
+        "NotFoundError",
+        "No route matches this method and path; the routes are described at /api/v1/openapi.json",
+        None,
+    ),
+    "WAF_FILTERED": ("403", "ForbiddenError", "The request was refused by the stage's firewall", None),
+    "DEFAULT_4XX": (None, "RequestRejected", "$context.error.messageString", None),
+}
+REQUEST_ID = " (request id $context.requestId)"  # API Gateway's id for the request, as its logs show it
+
+
+def gateway_responses(environment: Mapping[str, str]) -> dict[str, dict[str, Any]]:
+    """put_gateway_response's arguments per response type: a JSON template and its headers."""
+    cors = "'*'" if environment.get("CORS_ALLOW_ORIGINS", "").strip() == "*" else None
+    answers = {}
+    for kind, (status, code, message, retry_after) in GATEWAY_RESPONSES.items():
+        # a VTL reference ($context.error.messageString) is already a quoted JSON string
+        text = message if message.startswith("$") else json.dumps(message + REQUEST_ID)
+        template = '{"Code": ' + json.dumps(code) + ', "Message": ' + text + "}"
+        headers = {}
+        if retry_after is not None:
+            headers["gatewayresponse.header.Retry-After"] = f"'{retry_after}'"
+        if cors:
+            headers["gatewayresponse.header.Access-Control-Allow-Origin"] = cors
+        answer: dict[str, Any] = {
+            "responseType": kind,
+            "responseParameters": headers,
+            "responseTemplates": {"application/json": template},
+        }
+        if status is not None:
+            answer["statusCode"] = status
+        answers[kind] = answer
+    return answers
+
+
+def rest_api_id(project: Path, stage: str) -> str:
+    record = json.loads(state_file(project, stage).read_text())
+    for resource in record.get("resources", []):
+        if resource.get("resource_type") == "rest_api" and resource.get("rest_api_id"):
+            return resource["rest_api_id"]
+    raise StageError(f"no REST API in .chalice/deployed/{stage}.json: was the deploy complete?")
+
+
+def configure_api_stage(
+    apigateway, wafv2, config: Mapping[str, Any], stage: str, api_id: str, region_name: str
+) -> dict[str, Any]:
+    """What Chalice has no setting for, applied after each of its deploys: the gateway responses (then a
+    deployment, which they need to take effect), the stage's throttling, and the per-client web ACL when the infra
+    stack has one (or its removal when it no longer does). Done on every deploy, so it holds whatever Chalice or a
+    console edit did in between. Returns what it applied."""
+    environment = stage_environment(config, stage)
+    name = api_gateway_stage(config, stage)
+    for answer in gateway_responses(environment).values():
+        apigateway.put_gateway_response(restApiId=api_id, **answer)
+    apigateway.create_deployment(restApiId=api_id, stageName=name, description="gateway responses (infra/stage.py)")
+    rate, burst = throttle(environment)
+    apigateway.update_stage(
+        restApiId=api_id,
+        stageName=name,
+        patchOperations=[
+            {"op": "replace", "path": "/*/*/throttling/rateLimit", "value": str(rate)},
+            {"op": "replace", "path": "/*/*/throttling/burstLimit", "value": str(burst)},
+        ],
+    )
+    say(f"stage {name}: throttled at {rate:g} requests/s, burst {burst}; gateway answers in the contract's shape")
+    stage_arn = f"arn:aws:apigateway:{region_name}::/restapis/{api_id}/stages/{name}"
+    acl = find_web_acl(wafv2, web_acl_name(stage))
+    if acl:
+        wafv2.associate_web_acl(WebACLArn=acl, ResourceArn=stage_arn)
+        say(f"stage {name}: per-client rate limit {acl}")
+    else:
+        current = apigateway.get_stage(restApiId=api_id, stageName=name).get("webAclArn")
+        if current and current.split("/")[-2] == web_acl_name(stage):
+            wafv2.disassociate_web_acl(ResourceArn=stage_arn)
+            say(f"stage {name}: per-client rate limit removed")
+    return {"rate": rate, "burst": burst, "web_acl": acl}
+
+
+def detach_web_acl(wafv2, name: str) -> list[str]:
+    """Detaches the named web ACL from every API stage it protects (before the infra stack deletes it, which AWS
+    refuses while it is attached); returns those stages' ARNs."""
+    acl = find_web_acl(wafv2, name)
+    if not acl:
+        return []
+    resources = wafv2.list_resources_for_web_acl(WebACLArn=acl, ResourceType="API_GATEWAY").get("ResourceArns", [])
+    for resource in resources:
+        wafv2.disassociate_web_acl(ResourceArn=resource)
+    return resources
+
+
+def find_web_acl(wafv2, name: str) -> str | None:
+    """The ARN of the regional web ACL of that name, or None."""
+    marker = None
+    while True:
+        page = wafv2.list_web_acls(Scope="REGIONAL", Limit=100, **({"NextMarker": marker} if marker else {}))
+        for acl in page.get("WebACLs", []):
+            if acl["Name"] == name:
+                return acl["ARN"]
+        marker = page.get("NextMarker")
+        if not marker or not page.get("WebACLs"):
+            return None
 
 
 # ------------------------------------------------------------------ the commands
@@ -386,23 +716,56 @@ def chalice(project: Path, *args: str, environ: Mapping[str, str]) -> None:
         raise StageError(f"chalice {' '.join(args)} failed ({result.returncode}); see its output above")
 
 
+def chalice_deploy(project: Path, stage: str, environ: Mapping[str, str]) -> None:
+    """``chalice deploy`` through infra/chalice_deploy.py, which records what it created even when it fails."""
+    script = Path(__file__).resolve().parent / "chalice_deploy.py"
+    result = subprocess.run([sys.executable, str(script), "deploy", "--stage", stage], cwd=project, env=dict(environ))
+    if result.returncode != 0:
+        raise StageError(f"chalice deploy --stage {stage} failed ({result.returncode}); see its output above")
+
+
 def deploy(stage: str, region_name: str, project: Path = ROOT, clients: Callable[[str], Any] | None = None) -> None:
     config_path = project / ".chalice" / "config.json"
     config = load_config(config_path)
     environment = check(config, stage, region_name)
     for path in write_policies(config_path, stage):
         say(f"wrote {path.relative_to(project)} (from stage {stage}'s settings): commit it")
+    if default_cleanup_concurrency(config_path, stage):
+        say(
+            f"wrote lambda_functions.cleanup_clips.reserved_concurrency = {CLEANUP_CONCURRENCY_DEFAULT} into "
+            f"stage {stage} of .chalice/config.json (the default): commit it"
+        )
+        config = load_config(config_path)
     client = clients or _clients(region_name)
     bucket = environment["LAYER_ARTIFACTS_BUCKET"]
     started = time.monotonic()
     s3 = client("s3")
-    with deploy_lock(s3, bucket, stage):
+    with deploy_lock(s3, bucket, stage) as lock:
         found = pull_state(s3, bucket, stage, project)
         say(f"deployed state: {'fetched' if found else 'none yet (first deploy)'} s3://{bucket}/{state_key(stage)}")
+        before = state_file(project, stage).read_bytes() if found else None
         say(f"chalice deploy --stage {stage} (packaging, then the AWS calls; a first package takes a minute)")
-        chalice(project, "deploy", "--stage", stage, environ=_region_environ(region_name))
+        try:
+            chalice_deploy(project, stage, environ=_region_environ(region_name))
+        except StageError:
+            path = state_file(project, stage)
+            if path.exists() and path.read_bytes() != before and lock.held():
+                push_state(s3, bucket, stage, project)
+                say(
+                    f"what the failed deploy created is recorded in s3://{bucket}/{state_key(stage)}: the next "
+                    "deploy updates it instead of creating it again"
+                )
+            raise
+        if not lock.held():
+            raise StageError(
+                f"the deploy lock of stage {stage} expired and was taken over during this deploy: its state was "
+                f"not stored (the other deploy's stands); deploy again once that one has ended"
+            )
         push_state(s3, bucket, stage, project)
         say(f"deployed state stored: s3://{bucket}/{state_key(stage)}")
+        configure_api_stage(
+            client("apigateway"), client("wafv2"), config, stage, rest_api_id(project, stage), region_name
+        )
     send_cleanup_failures_to_queue(client("lambda"), client("sqs"), stage)
     say(f"deployed stage {stage} in {time.monotonic() - started:.0f} s")
     for path in uncommitted(project):

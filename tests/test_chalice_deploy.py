@@ -306,7 +306,8 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
 
     # -- the three functions, as the dev stage configures them
     assert sorted(f["FunctionName"] for f in lambda_.list_functions()["Functions"]) == sorted(FUNCTIONS.values())
-    assert [fn for fn, cfg in stage["lambda_functions"].items() if "reserved_concurrency" in cfg] == ["api_handler"]
+    reserved = [fn for fn, cfg in stage["lambda_functions"].items() if "reserved_concurrency" in cfg]
+    assert reserved == ["api_handler", "cleanup_clips"], "a bulk upload cannot take the API's concurrency"
     expected_env = {**deployed["config"].get("environment_variables", {}), **stage.get("environment_variables", {})}
     roles = {}
     for fn, name in FUNCTIONS.items():
@@ -451,8 +452,9 @@ def _environ(endpoint: str) -> dict:
     return env
 
 
-def _run(args: list, project: Path, endpoint: str) -> tuple[str, float]:
-    """A deploy command as an operator runs it (with REGION=us-east-1); fails the test with its output."""
+def _run(args: list, project: Path, endpoint: str, returncode: int = 0) -> tuple[str, float]:
+    """A deploy command as an operator runs it (with REGION=us-east-1); fails the test with its output unless it
+    ends with ``returncode``."""
     started = time.monotonic()
     with subprocess.Popen(
         [sys.executable, *map(str, args), "--region", REGION],
@@ -466,10 +468,10 @@ def _run(args: list, project: Path, endpoint: str) -> tuple[str, float]:
         watchdog.start()
         try:
             output = process.stdout.read()
-            returncode = process.wait()
+            ended = process.wait()
         finally:
             watchdog.cancel()
-    assert returncode == 0, f"{' '.join(map(str, args))} failed ({returncode}):\n{output}"
+    assert ended == returncode, f"{' '.join(map(str, args))} ended {ended}, not {returncode}:\n{output}"
     if not PACKAGE_CACHE:
         PACKAGE_CACHE.extend((project / ".chalice" / "deployments").glob("*.zip"))
     return output, time.monotonic() - started
@@ -661,3 +663,123 @@ def test_a_stage_may_keep_the_direct_s3_notification_on_a_bucket_of_its_own(aws_
         "Action": ["s3:GetObject"],
         "Resource": ["arn:aws:s3:::solo-raw/*"],
     } in policy["Statement"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The stage's limits and gateway answers (contract section 6), and a deploy that fails part way
+# ---------------------------------------------------------------------------------------------------------------
+
+
+def _per_client_acl_as_the_template_makes_it(endpoint: str, stage: str, limit: int, window: int) -> str:
+    """moto's CloudFormation skips AWS::WAFv2::WebACL: the web ACL `make infra` would create is created here from
+    the template's own properties (parameters substituted), through WAFv2's API, whose model checks their shape."""
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(INFRA / "template.yaml"))
+    assert not problems
+    values = {"PerClientRateLimit": limit, "PerClientRateWindowSeconds": window}
+
+    def resolve(node):
+        if isinstance(node, dict):
+            if set(node) == {"Ref"}:
+                return values[node["Ref"]]
+            if set(node) == {"Fn::Sub"}:
+                return node["Fn::Sub"].replace("${Stage}", stage)
+            return {key: resolve(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [resolve(item) for item in node]
+        return node
+
+    properties = resolve(dict(template["Resources"]["PerClientRateLimitAcl"]["Properties"]))
+    header = properties["Rules"][0]["Action"]["Block"]["CustomResponse"]["ResponseHeaders"][0]
+    header["Value"] = str(header["Value"])  # CloudFormation passes a parameter as a string
+    return _client("wafv2", endpoint).create_web_acl(**properties)["Summary"]["ARN"]
+
+
+def _stage_settings(endpoint: str, api_id: str, stage: str) -> dict:
+    apigateway = _client("apigateway", endpoint)
+    settings = apigateway.get_stage(restApiId=api_id, stageName=stage)
+    responses = {r["responseType"]: r for r in apigateway.get_gateway_responses(restApiId=api_id)["items"]}
+    return {"stage": settings, "responses": responses}
+
+
+def test_make_deploy_throttles_the_stage_answers_in_the_contracts_shape_and_keeps_it_on_redeploy(
+    aws_endpoint, tmp_path
+):
+    sys.path.insert(0, str(INFRA))
+    import stage as stage_module
+
+    project = _fresh_clone(tmp_path / "clone")
+    _prepare_account(aws_endpoint, project, ("dev",))
+    acl = _per_client_acl_as_the_template_makes_it(aws_endpoint, "dev", limit=600, window=300)
+    output, _ = _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
+    assert "throttled at 50 requests/s, burst 100" in output
+
+    (api,) = _client("apigateway", aws_endpoint).get_rest_apis()["items"]
+    applied = _stage_settings(aws_endpoint, api["id"], "dev")
+    limits = applied["stage"]["methodSettings"]["*/*"]
+    assert (limits["throttlingRateLimit"], limits["throttlingBurstLimit"]) == (50.0, 100), "the contract's defaults"
+    expected = stage_module.gateway_responses({"CORS_ALLOW_ORIGINS": "*"})  # dev allows any origin
+    assert set(applied["responses"]) == set(expected)
+    for kind, answer in expected.items():
+        got = applied["responses"][kind]
+        assert got.get("statusCode") == answer.get("statusCode"), kind
+        assert got["responseParameters"] == answer["responseParameters"], kind
+        assert got["responseTemplates"] == answer["responseTemplates"], kind
+    assert applied["responses"]["THROTTLED"]["statusCode"] == "429"
+    assert applied["responses"]["THROTTLED"]["responseParameters"]["gatewayresponse.header.Retry-After"] == "'1'"
+    assert applied["stage"]["webAclArn"] == acl, "the per-client rate limit protects the stage"
+
+    # new limits, deployed again from the same clone; moto (unlike API Gateway) forgets a stage's settings whenever
+    # the stage is deployed again, so this also shows that the deploy applies them after Chalice's own deployment
+    config = json.loads((project / ".chalice" / "config.json").read_text())
+    config["stages"]["dev"]["environment_variables"].update(THROTTLE_RATE_PER_SECOND="20", THROTTLE_BURST="40")
+    (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    output, _ = _run([INFRA / "stage.py", "deploy", "dev", "--project", project], project, aws_endpoint)
+    again = _stage_settings(aws_endpoint, api["id"], "dev")
+    limits = again["stage"]["methodSettings"]["*/*"]
+    assert (limits["throttlingRateLimit"], limits["throttlingBurstLimit"]) == (20.0, 40)
+    assert set(again["responses"]) == set(expected) and again["stage"]["webAclArn"] == acl
+    assert [a["id"] for a in _client("apigateway", aws_endpoint).get_rest_apis()["items"]] == [api["id"]]
+
+
+def test_a_deploy_that_fails_after_creating_the_rest_api_records_it_and_the_next_deploy_reuses_it(
+    aws_endpoint, tmp_path, monkeypatch
+):
+    """The first deployment of the new REST API to its stage fails (as a throttled or refused CreateDeployment
+    would): chalice stops after ImportRestApi. The next deploy must update that API, not create a second one."""
+    from moto.apigateway.exceptions import BadRequestException
+    from moto.apigateway.models import APIGatewayBackend
+
+    original = APIGatewayBackend.create_deployment
+    failures = [BadRequestException("injected by the test: CreateDeployment refused once")]
+
+    def create_deployment_failing_once(self, *args, **kwargs):
+        if failures:
+            raise failures.pop()
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(APIGatewayBackend, "create_deployment", create_deployment_failing_once)
+    project = _fresh_clone(tmp_path / "clone")
+    _prepare_account(aws_endpoint, project, ("dev",))
+    deploy = [INFRA / "stage.py", "deploy", "dev", "--project", project]
+    output, _ = _run(deploy, project, aws_endpoint, returncode=2)
+    assert failures == [] and "injected by the test" in output
+    (api,) = _client("apigateway", aws_endpoint).get_rest_apis()["items"]
+    artifacts = json.loads((project / ".chalice" / "config.json").read_text())["stages"]["dev"][
+        "environment_variables"
+    ]["LAYER_ARTIFACTS_BUCKET"]
+    s3 = _client("s3", aws_endpoint)
+    stored = json.loads(s3.get_object(Bucket=artifacts, Key="chalice-state/dev.json")["Body"].read())
+    rest = [r for r in stored["resources"] if r["resource_type"] == "rest_api"]
+    assert [r["rest_api_id"] for r in rest] == [api["id"]], stored
+    assert s3.list_objects_v2(Bucket=artifacts, Prefix="chalice-state/dev.lock").get("KeyCount") == 0
+
+    second = _fresh_clone(tmp_path / "second")  # another clone: only the stored state links the two deploys
+    shutil.copy2(project / ".chalice" / "config.json", second / ".chalice" / "config.json")
+    output, _ = _run([INFRA / "stage.py", "deploy", "dev", "--project", second], second, aws_endpoint)
+    assert "deployed state: fetched" in output
+    assert [a["id"] for a in _client("apigateway", aws_endpoint).get_rest_apis()["items"]] == [api["id"]]
+    assert "dev" in [
+        s["stageName"] for s in _client("apigateway", aws_endpoint).get_stages(restApiId=api["id"])["item"]
+    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -277,3 +278,253 @@ def test_api_handler_may_read_every_bucket_source_allowed_buckets_names():
     assert api_handler["MissingSourceIs404"]["Resource"] == ["arn:aws:s3:::raw", "arn:aws:s3:::other"]
     cleanup = {s["Sid"]: s for s in documents["cleanup_clips"]["Statement"]}
     assert cleanup["ReadSourceAudioToIndexIt"]["Resource"] == ["arn:aws:s3:::raw/*"], "events come from SOURCE_BUCKET"
+
+
+# ------------------------------------------------------------------ the deploy lock: an owner, an expiry, a conditional release
+
+ARTIFACTS = "audio-clips-artifacts-x"
+
+
+def lock_body(s3) -> dict:
+    return json.loads(s3.get_object(Bucket=ARTIFACTS, Key="chalice-state/prod.lock")["Body"].read())
+
+
+def test_a_deploy_whose_lock_was_removed_never_deletes_its_successors_lock(moto_server):
+    """The hung deploy's lock is removed by an operator; a second deploy takes the stage; the first one ends."""
+    moto_server.create_bucket(Bucket=ARTIFACTS)
+    hung = stage.DeployLock(moto_server, ARTIFACTS, "prod")
+    hung.acquire()
+    moto_server.delete_object(Bucket=ARTIFACTS, Key="chalice-state/prod.lock")  # aws s3 rm, as the message says
+    successor = stage.DeployLock(moto_server, ARTIFACTS, "prod")
+    successor.acquire()
+    assert not hung.held() and successor.held()
+    hung.release()
+    assert lock_body(moto_server)["owner"] == successor.owner, "the successor's lock is still there"
+    assert successor.held()
+    successor.release()
+    assert moto_server.list_objects_v2(Bucket=ARTIFACTS).get("KeyCount") == 0
+
+
+def test_a_live_lock_is_refused_naming_its_holder_and_expiry(moto_server):
+    moto_server.create_bucket(Bucket=ARTIFACTS)
+    clock = [1_800_000_000.0]
+    with stage.deploy_lock(moto_server, ARTIFACTS, "prod", clock=lambda: clock[0]) as first:
+        clock[0] += stage.LOCK_TTL_S - 1
+        second = stage.DeployLock(moto_server, ARTIFACTS, "prod", clock=lambda: clock[0])
+        with pytest.raises(
+            stage.StageError,
+            match=r"being deployed elsewhere \(by .*@.*, since 2027-01-15T08:00:00Z, "
+            r"lock expires 2027-01-15T08:30:00Z\)",
+        ):
+            second.acquire()
+        assert first.held() and lock_body(moto_server)["owner"] == first.owner
+
+
+def test_an_expired_lock_is_taken_over_and_its_old_owner_then_knows_it_lost_it(moto_server):
+    moto_server.create_bucket(Bucket=ARTIFACTS)
+    clock = [1_800_000_000.0]
+    dead = stage.DeployLock(moto_server, ARTIFACTS, "prod", clock=lambda: clock[0])
+    dead.acquire()
+    clock[0] += stage.LOCK_TTL_S + 1
+    taker = stage.DeployLock(moto_server, ARTIFACTS, "prod", clock=lambda: clock[0])
+    taker.acquire()
+    assert lock_body(moto_server)["owner"] == taker.owner
+    assert taker.held() and not dead.held(), "the dead deploy would store no state (stage.deploy checks held())"
+    dead.release()
+    assert taker.held(), "and its release leaves the new lock alone"
+    taker.release()
+    assert not taker.held()
+
+
+def test_a_lock_written_before_locks_had_an_expiry_expires_from_its_since(moto_server):
+    moto_server.create_bucket(Bucket=ARTIFACTS)
+    old = {"by": "ci@runner", "since": "2026-11-30T10:00:00Z"}
+    moto_server.put_object(Bucket=ARTIFACTS, Key="chalice-state/prod.lock", Body=json.dumps(old).encode())
+    early = 1_796_032_800.0 + 60  # 2026-11-30T10:01:00Z
+    with pytest.raises(
+        stage.StageError, match=r"by ci@runner, since 2026-11-30T10:00:00Z, lock expires 2026-11-30T10:30:00Z"
+    ):
+        stage.DeployLock(moto_server, ARTIFACTS, "prod", clock=lambda: early).acquire()
+    later = stage.DeployLock(moto_server, ARTIFACTS, "prod", clock=lambda: early + stage.LOCK_TTL_S)
+    later.acquire()
+    assert later.held()
+
+
+# ------------------------------------------------------------------ a failed deploy keeps what it created
+
+
+def test_the_state_of_a_failed_deploy_keeps_the_old_resources_and_adds_the_new_ones():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("chalice_deploy", ROOT / "infra" / "chalice_deploy.py")
+    chalice_deploy = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(chalice_deploy)
+    previous = {
+        "resources": [
+            {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:old"},
+            {"name": "health_check", "resource_type": "lambda_function", "lambda_arn": "arn:health"},
+        ],
+        "schema_version": "2.0",
+        "backend": "api",
+    }
+    recorded = [
+        {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:new"},
+        {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"},
+    ]
+    state = chalice_deploy.merged(previous, recorded, "api")
+    assert state["resources"] == [
+        {"name": "api_handler", "resource_type": "lambda_function", "lambda_arn": "arn:new"},
+        {"name": "health_check", "resource_type": "lambda_function", "lambda_arn": "arn:health"},
+        {"name": "rest_api", "resource_type": "rest_api", "rest_api_id": "abc123"},
+    ]
+    assert chalice_deploy.merged(None, recorded, "api")["resources"] == recorded
+
+
+# ------------------------------------------------------------------ the stage's limits and gateway answers
+
+
+def render(template: str, request_id: str = "c0ffee00-1111-2222-3333-444455556666", error: str = "Forbidden") -> str:
+    """The VTL API Gateway evaluates: only these two references may appear; anything else would stay literal."""
+    text = template.replace("$context.requestId", request_id).replace("$context.error.messageString", json.dumps(error))
+    assert "$" not in text and "#" not in text, f"an unexpected VTL reference or directive in {template!r}"
+    return text
+
+
+def test_every_gateway_answer_is_the_contracts_json_and_those_a_retry_cures_carry_retry_after():
+    answers = stage.gateway_responses({"CORS_ALLOW_ORIGINS": ""})
+    required = {"THROTTLED", "DEFAULT_4XX", "DEFAULT_5XX", "INTEGRATION_FAILURE", "INTEGRATION_TIMEOUT"}
+    assert required | {"MISSING_AUTHENTICATION_TOKEN"} <= set(answers)
+    for kind, answer in answers.items():
+        assert answer["responseType"] == kind
+        assert set(answer["responseTemplates"]) == {"application/json"}
+        body = json.loads(render(answer["responseTemplates"]["application/json"], error='a "quoted" message'))
+        assert set(body) == {"Code", "Message"} and body["Code"] and body["Message"], kind
+        assert re.fullmatch(r"[A-Z][A-Za-z]+", body["Code"]), kind
+        for name, value in answer["responseParameters"].items():
+            assert re.fullmatch(r"gatewayresponse\.header\.[A-Za-z-]+", name), name
+            assert re.fullmatch(r"'[^']*'", value), f"{kind} {name}: a static value is single-quoted: {value}"
+        status = answer.get("statusCode")
+        assert status is None or re.fullmatch(r"[45]\d\d", status), kind
+        retry_after = answer["responseParameters"].get("gatewayresponse.header.Retry-After")
+        retryable = (status == "429" and kind != "QUOTA_EXCEEDED") or (status or "").startswith("5")
+        assert (retry_after is not None) == retryable, kind
+        if retry_after:
+            assert re.fullmatch(r"'[1-9]\d*'", retry_after), kind
+    throttled = json.loads(render(answers["THROTTLED"]["responseTemplates"]["application/json"]))
+    assert answers["THROTTLED"]["statusCode"] == "429" and throttled["Code"] == "TooManyRequests"
+    assert "request id c0ffee00-1111-2222-3333-444455556666" in throttled["Message"]
+    assert answers["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404", "an unknown route is a 404, not a 403"
+    assert answers["DEFAULT_5XX"]["statusCode"] == "503", "a 500 stays the service's own, never retried"
+    assert "statusCode" not in answers["DEFAULT_4XX"], "other 4XX keep their own status"
+
+
+def test_gateway_answers_are_readable_cross_origin_where_the_stage_allows_any_origin():
+    for origins, expected in (("*", "'*'"), ("https://a.example", None), ("", None)):
+        for answer in stage.gateway_responses({"CORS_ALLOW_ORIGINS": origins}).values():
+            assert answer["responseParameters"].get("gatewayresponse.header.Access-Control-Allow-Origin") == expected
+
+
+def test_the_throttle_defaults_to_the_contracts_50_per_second_and_burst_100():
+    assert stage.throttle({}) == (50.0, 100)
+    assert stage.throttle({"THROTTLE_RATE_PER_SECOND": "12.5", "THROTTLE_BURST": "30"}) == (12.5, 30)
+    for bad in (
+        {"THROTTLE_RATE_PER_SECOND": "0"},
+        {"THROTTLE_RATE_PER_SECOND": "lots"},
+        {"THROTTLE_BURST": "-1"},
+        {"THROTTLE_BURST": "2.5"},
+        {"THROTTLE_BURST": "9999"},
+    ):
+        with pytest.raises(stage.StageError, match=next(iter(bad))):
+            stage.throttle(bad)
+
+
+def test_a_bad_limit_is_refused_before_any_aws_call_naming_the_variable():
+    config = ready()
+    config["stages"]["prod"]["environment_variables"].update(THROTTLE_BURST="none", PER_CLIENT_RATE_LIMIT="5")
+    with pytest.raises(stage.StageError) as refused:
+        stage.check(config, "prod", "eu-west-1")
+    assert "THROTTLE_BURST must be a whole number" in str(refused.value)
+    assert "PER_CLIENT_RATE_LIMIT must be 0 (off) or from 10" in str(refused.value)
+
+
+def test_the_per_client_limit_is_off_by_default():
+    assert stage.per_client_limit({}) == (0, 300)
+    assert stage.per_client_limit({"PER_CLIENT_RATE_LIMIT": "600", "PER_CLIENT_RATE_WINDOW_SECONDS": "60"}) == (600, 60)
+    with pytest.raises(stage.StageError, match="PER_CLIENT_RATE_WINDOW_SECONDS must be one of 60, 120, 300, 600"):
+        stage.per_client_limit({"PER_CLIENT_RATE_WINDOW_SECONDS": "30"})
+
+
+def test_turning_the_per_client_limit_off_detaches_its_web_acl_from_the_stage_first():
+    """moto has no ListResourcesForWebACL: botocore's Stubber checks each call against the WAFv2 API model."""
+    import boto3
+    from botocore.stub import Stubber
+
+    wafv2 = boto3.client("wafv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    acl = "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/audio-clips-prod-per-client/1111"
+    api_stage = "arn:aws:apigateway:eu-west-1::/restapis/abc123/stages/prod"
+    summary = {"Name": "audio-clips-prod-per-client", "Id": "1111", "ARN": acl, "LockToken": "t"}
+    with Stubber(wafv2) as stub:
+        stub.add_response("list_web_acls", {"WebACLs": [summary]}, {"Scope": "REGIONAL", "Limit": 100})
+        stub.add_response(
+            "list_resources_for_web_acl",
+            {"ResourceArns": [api_stage]},
+            {"WebACLArn": acl, "ResourceType": "API_GATEWAY"},
+        )
+        stub.add_response("disassociate_web_acl", {}, {"ResourceArn": api_stage})
+        assert stage.detach_web_acl(wafv2, stage.web_acl_name("prod")) == [api_stage]
+        stub.assert_no_pending_responses()
+    with Stubber(wafv2) as stub:
+        stub.add_response("list_web_acls", {"WebACLs": []}, {"Scope": "REGIONAL", "Limit": 100})
+        assert stage.detach_web_acl(wafv2, stage.web_acl_name("prod")) == []
+
+
+def test_the_web_acl_the_template_creates_is_the_one_the_deploy_looks_for():
+    from cfnlint.decode import decode
+
+    template, problems = decode(str(ROOT / "infra" / "template.yaml"))
+    assert not problems
+    acl = template["Resources"]["PerClientRateLimitAcl"]
+    assert acl["Condition"] == "WithPerClientLimit" and template["Parameters"]["PerClientRateLimit"]["Default"] == "0"
+    assert acl["Properties"]["Name"] == {"Fn::Sub": "audio-clips-${Stage}-per-client"}
+    assert stage.web_acl_name("prod") == acl["Properties"]["Name"]["Fn::Sub"].replace("${Stage}", "prod")
+    (rule,) = acl["Properties"]["Rules"]
+    rate = rule["Statement"]["RateBasedStatement"]
+    assert rate == {
+        "Limit": {"Ref": "PerClientRateLimit"},
+        "EvaluationWindowSec": {"Ref": "PerClientRateWindowSeconds"},
+        "AggregateKeyType": "IP",
+    }
+    block = rule["Action"]["Block"]["CustomResponse"]
+    assert block["ResponseCode"] == 429
+    assert block["ResponseHeaders"] == [{"Name": "Retry-After", "Value": {"Ref": "PerClientRateWindowSeconds"}}]
+    body = acl["Properties"]["CustomResponseBodies"][block["CustomResponseBodyKey"]]
+    assert body["ContentType"] == "APPLICATION_JSON"
+    assert set(json.loads(body["Content"])) == {"Code", "Message"}
+    assert json.loads(body["Content"])["Code"] == "TooManyRequests"
+    assert template["Parameters"]["PerClientRateWindowSeconds"]["AllowedValues"] == list(stage.PER_CLIENT_WINDOWS)
+
+
+# ------------------------------------------------------------------ cleanup_clips's own concurrency
+
+
+def test_cleanup_clips_has_a_small_reserved_concurrency_in_every_committed_stage():
+    config = committed_config()
+    for stage_name in ("dev", "prod"):
+        assert stage.cleanup_concurrency(config, stage_name) == stage.CLEANUP_CONCURRENCY_DEFAULT == 5
+        api = config["stages"][stage_name]["lambda_functions"]["api_handler"]["reserved_concurrency"]
+        assert api > stage.CLEANUP_CONCURRENCY_DEFAULT, "uploads never take more than the API keeps"
+
+
+def test_a_stage_without_a_cleanup_concurrency_gets_the_default_written_into_its_config(tmp_path):
+    (tmp_path / ".chalice").mkdir()
+    config = committed_config()
+    del config["stages"]["dev"]["lambda_functions"]["cleanup_clips"]["reserved_concurrency"]
+    path = tmp_path / ".chalice" / "config.json"
+    path.write_text(json.dumps(config))
+    assert stage.default_cleanup_concurrency(path, "dev") is True
+    written = json.loads(path.read_text())
+    assert written["stages"]["dev"]["lambda_functions"]["cleanup_clips"]["reserved_concurrency"] == 5
+    assert stage.default_cleanup_concurrency(path, "dev") is False, "a set value is left as it is"
+    written["stages"]["dev"]["lambda_functions"]["cleanup_clips"]["reserved_concurrency"] = 0
+    with pytest.raises(stage.StageError, match="reserved_concurrency must be a whole number >= 1"):
+        stage.cleanup_concurrency(written, "dev")
