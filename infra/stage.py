@@ -602,9 +602,9 @@ GATEWAY_RESPONSES: dict[str, tuple[str | None, str, str, int | None]] = {
         "The service did not answer within API Gateway's 29 s; retry after Retry-After seconds",
         5,
     ),
-    "MISSING_AUTHENTICATION_TOKEN": (
-        "404",
-        "NotFoundError",
+    "MISSING_AUTHENTICATION_TOKEN": (  # keeps API Gateway's 403, as chalice local and openapi.json's NoRoute say
+        None,
+        "NoSuchRoute",
         "No route matches this method and path; the routes are described at /api/v1/openapi.json",
         None,
     ),

@@ -413,7 +413,7 @@ def test_every_gateway_answer_is_the_contracts_json_and_those_a_retry_cures_carr
     throttled = json.loads(render(answers["THROTTLED"]["responseTemplates"]["application/json"]))
     assert answers["THROTTLED"]["statusCode"] == "429" and throttled["Code"] == "TooManyRequests"
     assert "request id c0ffee00-1111-2222-3333-444455556666" in throttled["Message"]
-    assert answers["MISSING_AUTHENTICATION_TOKEN"]["statusCode"] == "404", "an unknown route is a 404, not a 403"
+    assert "statusCode" not in answers["MISSING_AUTHENTICATION_TOKEN"], "an unknown route stays openapi.json's 403"
     assert answers["DEFAULT_5XX"]["statusCode"] == "503", "a 500 stays the service's own, never retried"
     assert "statusCode" not in answers["DEFAULT_4XX"], "other 4XX keep their own status"
 
@@ -528,3 +528,14 @@ def test_a_stage_without_a_cleanup_concurrency_gets_the_default_written_into_its
     written["stages"]["dev"]["lambda_functions"]["cleanup_clips"]["reserved_concurrency"] = 0
     with pytest.raises(stage.StageError, match="reserved_concurrency must be a whole number >= 1"):
         stage.cleanup_concurrency(written, "dev")
+
+
+def test_the_api_description_documents_the_gateways_429_on_every_operation():
+    document = json.loads((ROOT / "chalicelib" / "web" / "openapi.json").read_text())
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            assert operation["responses"]["429"] == {"$ref": "#/components/responses/TooManyRequests"}, (path, method)
+    too_many = document["components"]["responses"]["TooManyRequests"]
+    assert too_many["headers"]["Retry-After"]["required"] is True
+    status, code, _, retry_after = stage.GATEWAY_RESPONSES["THROTTLED"]
+    assert (status, code) == ("429", "TooManyRequests") and retry_after
