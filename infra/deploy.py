@@ -44,8 +44,12 @@ def stack_name(stage: str) -> str:
     return f"audio-clips-infra-{stage}"
 
 
-def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, extra: dict | None = None) -> dict:
-    """Create or update the stack, wait for it, and return its outputs. ``extra``: more template parameters."""
+def deploy(
+    cloudformation, stage: str, clips_bucket: str, retention_days: int, extra: dict | None = None, wafv2=None
+) -> dict:
+    """Create or update the stack, wait for it, and return its outputs. ``extra``: more template parameters.
+    ``wafv2``: a client to detach the per-client web ACL from the API stage when this update removes it (AWS
+    refuses to delete a web ACL that is still attached)."""
     name = stack_name(stage)
     parameters = [
         {"ParameterKey": "Stage", "ParameterValue": stage},
@@ -55,10 +59,14 @@ def deploy(cloudformation, stage: str, clips_bucket: str, retention_days: int, e
     with open(TEMPLATE) as handle:
         body = handle.read()
     try:
-        cloudformation.describe_stacks(StackName=name)
+        current = cloudformation.describe_stacks(StackName=name)["Stacks"][0]
         exists = True
     except cloudformation.exceptions.ClientError:
-        exists = False
+        current, exists = {}, False
+    had_acl = any(o["OutputKey"] == "PerClientWebAclArn" for o in current.get("Outputs", []))
+    if had_acl and wafv2 is not None and str((extra or {}).get("PerClientRateLimit", 0)) == "0":
+        for resource in detach_web_acl(wafv2, web_acl_name(stage)):
+            print(f"{stage}: per-client rate limit detached from {resource} (PER_CLIENT_RATE_LIMIT is 0)", flush=True)
     print(f"{'updating' if exists else 'creating'} stack {name}", flush=True)
     if exists:
         try:
@@ -139,9 +147,6 @@ def main() -> int:
     try:
         region_name = region(os.environ, args.region)
         limit, window = per_client_limit(environment)
-        if not limit:  # a web ACL still attached to the API stage cannot be deleted: detach it first
-            for resource in detach_web_acl(boto3.client("wafv2", region_name=region_name), web_acl_name(args.stage)):
-                print(f"{args.stage}: per-client rate limit detached from {resource} (PER_CLIENT_RATE_LIMIT is 0)")
         outputs = deploy(
             boto3.client("cloudformation", region_name=region_name),
             args.stage,
@@ -154,6 +159,7 @@ def main() -> int:
                 "PerClientRateLimit": limit,
                 "PerClientRateWindowSeconds": window,
             },
+            boto3.client("wafv2", region_name=region_name),
         )
     except StageError as error:
         print(f"infra {args.stage}: {error}", file=sys.stderr)

@@ -539,3 +539,57 @@ def test_the_api_description_documents_the_gateways_429_on_every_operation():
     assert too_many["headers"]["Retry-After"]["required"] is True
     status, code, _, retry_after = stage.GATEWAY_RESPONSES["THROTTLED"]
     assert (status, code) == ("429", "TooManyRequests") and retry_after
+
+
+def test_make_infra_detaches_the_web_acl_before_the_update_that_removes_it(monkeypatch):
+    """infra/deploy.py with PER_CLIENT_RATE_LIMIT back at 0 on a stack that has the web ACL: detached first, then
+    the stack is updated (a fake CloudFormation records the order; WAFv2 calls checked by botocore's Stubber)."""
+    import boto3
+    from botocore.stub import Stubber
+
+    sys.path.insert(0, str(ROOT / "infra"))
+    import deploy as infra_deploy
+
+    calls, parameters = [], {}
+
+    class FakeCloudFormation:
+        exceptions = boto3.client("cloudformation", region_name="eu-west-1").exceptions
+
+        def describe_stacks(self, StackName):
+            calls.append("describe_stacks")
+            outputs = [{"OutputKey": "PerClientWebAclArn", "OutputValue": "arn:acl"}]
+            return {"Stacks": [{"StackId": "id", "StackStatus": "UPDATE_COMPLETE", "Outputs": outputs}]}
+
+        def describe_stack_events(self, StackName):
+            return {"StackEvents": []}
+
+        def update_stack(self, **kwargs):
+            calls.append("update_stack")
+            parameters.update({p["ParameterKey"]: p["ParameterValue"] for p in kwargs["Parameters"]})
+
+    wafv2 = boto3.client("wafv2", region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="x")
+    acl = "arn:aws:wafv2:eu-west-1:123456789012:regional/webacl/audio-clips-prod-per-client/1111"
+    api_stage = "arn:aws:apigateway:eu-west-1::/restapis/abc123/stages/prod"
+    summary = {"Name": "audio-clips-prod-per-client", "Id": "1111", "ARN": acl, "LockToken": "t"}
+    with Stubber(wafv2) as stub:
+        stub.add_response("list_web_acls", {"WebACLs": [summary]}, {"Scope": "REGIONAL", "Limit": 100})
+        stub.add_response(
+            "list_resources_for_web_acl",
+            {"ResourceArns": [api_stage]},
+            {"WebACLArn": acl, "ResourceType": "API_GATEWAY"},
+        )
+        stub.add_response("disassociate_web_acl", {}, {"ResourceArn": api_stage})
+        original = stub.client.disassociate_web_acl
+
+        def disassociate(**kwargs):
+            calls.append("disassociate_web_acl")
+            return original(**kwargs)
+
+        monkeypatch.setattr(stub.client, "disassociate_web_acl", disassociate)
+        infra_deploy.deploy(FakeCloudFormation(), "prod", "clips", 90, {"PerClientRateLimit": 0}, wafv2)
+        assert calls.index("disassociate_web_acl") < calls.index("update_stack")
+        assert parameters["PerClientRateLimit"] == "0"
+        stub.assert_no_pending_responses()
+        calls.clear()
+        infra_deploy.deploy(FakeCloudFormation(), "prod", "clips", 90, {"PerClientRateLimit": 600}, wafv2)
+        assert "disassociate_web_acl" not in calls, "a limit still on keeps its web ACL attached"
