@@ -199,7 +199,7 @@ class ClipService:
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)
         if source is not None:
-            stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
+            stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline, audio.source)
             index = functools.partial(load_or_build_index, source, stored, deadline)
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
