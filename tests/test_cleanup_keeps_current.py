@@ -81,8 +81,15 @@ def replaced(s3, episode, audio):
     v2 = s3.head_object(Bucket=SOURCE_BUCKET, Key=key)["ETag"]
     new = clip(20_000)
     assert keys(s3) == {old, new, INDEX, LEASE} and v1 != v2
-    assert {recorded_etag(s3, k) for k in (new, INDEX, LEASE)} == {v2} and recorded_etag(s3, old) == v1
     return key, v1, v2, old, new
+
+
+def test_every_artefact_records_the_source_version_it_was_made_from(s3, replaced):
+    """The seek index and its lease carry the metadata clips carry: what the cleanup judges them by."""
+    key, v1, v2, old, new = replaced
+    assert {recorded_etag(s3, k) for k in (new, INDEX, LEASE)} == {v2} and recorded_etag(s3, old) == v1
+    meta = s3.head_object(Bucket=CLIPS_BUCKET, Key=INDEX)["Metadata"]
+    assert (meta["source-bucket"], meta["source-key"]) == (SOURCE_BUCKET, key)
 
 
 @pytest.mark.parametrize("shape", ["s3", "eventbridge"])
