@@ -34,7 +34,7 @@ PROVIDER_NAME = "Podcast clips"
 EMBED_WIDTH = 480
 EMBED_HEIGHT = 152
 PAGE_CACHE_CONTROL = "public, max-age=300"  # shared caches may keep pages: their links never come from headers
-_SIZE = re.compile(r"[0-9]{1,9}")
+_SIZE = re.compile(r"[0-9]{1,12}")  # as the OpenAPI document says: at most 999,999,999,999
 
 STYLE = (
     ":root{color-scheme:light dark;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;line-height:1.4}"
