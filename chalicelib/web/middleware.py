@@ -70,7 +70,7 @@ def gateway_received_at() -> Optional[float]:
 
 
 def _request_time(context: Any) -> Optional[float]:
-    value = (context or {}).get("requestTimeEpoch") if isinstance(context, dict) else None
+    value = context.get("requestTimeEpoch") if isinstance(context, dict) else None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
         return None
     return value / 1000
