@@ -13,9 +13,7 @@ from chalicelib.errors import NotFound, Undecodable
 from chalicelib.stores.s3 import MISSING, PRECONDITION, error_code, failure
 
 READ_ATTEMPTS = 3
-MAX_READS = (
-    32  # GETs of one version of a source, its head included: a clip needs a handful (README, "Bounded work per source")
-)
+MAX_READS = 32  # GETs of one source version, its head included; a clip needs a handful (README: "Bounded work")
 
 
 class SourceChanged(Exception):
