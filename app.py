@@ -78,7 +78,11 @@ source_events = (
 def cleanup_clips(event):
     request_id = getattr(event.context, "aws_request_id", "-")
     cleanup.handle_source_event(
-        event.to_dict(), wiring.current().cleanup, request_id, wiring.current().indexer.for_invocation(event.context)
+        event.to_dict(),
+        wiring.current().cleanup,
+        request_id,
+        wiring.current().indexer.for_invocation(event.context),
+        cleanup.invocation_deadline(event.context),
     )
 
 

@@ -313,9 +313,12 @@ def policy_documents(stage: str, environment: Mapping[str, str]) -> dict[str, di
             allow("ReadSourceAudioToIndexIt", ["s3:GetObject"], [f"arn:aws:s3:::{source}/*"]),
             allow("MissingSourceIs404", ["s3:ListBucket"], [f"arn:aws:s3:::{source}"]),
             decrypt_source,
+            # the source version each artefact records (a HEAD), so that only those of other versions are deleted;
+            # S3 also requires it for the deletes conditional on each artefact's ETag
+            allow("ReadArtefactVersions", ["s3:GetObject"], [f"arn:aws:s3:::{clips}/audio_clips/*"]),
             allow(
-                "ReadWriteSeekIndexAndLease",
-                ["s3:GetObject", "s3:PutObject"],
+                "WriteSeekIndexAndLease",
+                ["s3:PutObject"],
                 [
                     f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.json",
                     f"arn:aws:s3:::{clips}/audio_clips/*/seek-index.lease",

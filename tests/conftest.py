@@ -159,3 +159,15 @@ def moto_server(monkeypatch):
 
 def reset_moto(endpoint: str) -> None:
     requests.post(f"{endpoint}/moto-api/reset", timeout=10).raise_for_status()
+
+
+@pytest.fixture
+def stage_lambda_timeout(monkeypatch):
+    """Chalice's test client invokes a function with 3 s left whatever its ``lambda_timeout``; cleanup_clips bounds
+    its S3 calls by its remaining time, so its tests give it the 120 s every stage gives it."""
+    import functools
+
+    import chalice.test
+    from chalice.local import LambdaContext
+
+    monkeypatch.setattr(chalice.test, "LambdaContext", functools.partial(LambdaContext, max_runtime_ms=120_000))

@@ -15,6 +15,8 @@ from app import app
 from chalicelib.clips.cleanup import episode_of_key
 from tests.conftest import CLIPS_BUCKET, SOURCE_BUCKET
 
+pytestmark = pytest.mark.usefixtures("stage_lambda_timeout")
+
 A = "0e983347-7815-4b62-87a6-84d988a772b7"
 B = "substack:123456"
 
@@ -121,7 +123,7 @@ def test_a_refused_delete_raises_so_lambda_retries(s3, monkeypatch):
     client = wiring.current().s3
     monkeypatch.setattr(client, "delete_objects", lambda **kw: {"Errors": [{"Key": "k", "Code": "AccessDenied"}]})
     with pytest.raises(RuntimeError, match="refused"):
-        wiring.current().cleanup.purge_episode(A)
+        wiring.current().cleanup.purge_stale(A, SOURCE_BUCKET, f"p/{A}/audio/a.mp3")
 
 
 @pytest.mark.parametrize(
@@ -146,7 +148,7 @@ def test_purging_2500_clips_over_http(moto_server, capsys):
     from chalicelib import wiring
 
     started = time.perf_counter()
-    deleted = wiring.current().cleanup.purge_episode(A)
+    deleted = wiring.current().cleanup.purge_stale(A, SOURCE_BUCKET, f"p/{A}/audio/a.mp3").deleted
     elapsed = time.perf_counter() - started
     assert deleted == 2501 and remaining(moto_server, A) == 0
     with capsys.disabled():

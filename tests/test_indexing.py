@@ -28,6 +28,8 @@ INDEX_KEY = f"audio_clips/{EPISODE}/seek-index.json"
 LEASE_KEY = f"audio_clips/{EPISODE}/seek-index.lease"
 SLACK = 64 * 1024
 
+pytestmark = pytest.mark.usefixtures("stage_lambda_timeout")
+
 
 @pytest.fixture(autouse=True)
 def no_index_in_memory(monkeypatch):
@@ -330,6 +332,7 @@ def test_the_lease_lives_beside_the_index_so_the_cleanup_purges_it(s3, episode):
     _, key = episode("vbr")
     assert miss(1000).index_built
     assert has(s3, LEASE_KEY) and LEASE_KEY.startswith(f"audio_clips/{EPISODE}/")
+    s3.delete_object(Bucket=SOURCE_BUCKET, Key=key)
     invoke(record(key, "ObjectRemoved:Delete"))
     assert remaining(s3, EPISODE) == 0
 

@@ -11,7 +11,7 @@ import re
 import unicodedata
 from dataclasses import dataclass
 from typing import Optional
-from urllib.parse import urlsplit
+from urllib.parse import quote, urlsplit
 
 from mutagen.id3 import COMM, ID3, TALB, TIT2, TLEN, TPE1, WOAS, WXXX
 
@@ -20,6 +20,8 @@ SOUNDBITE_TITLE_CHARS = 128  # Podcasting 2.0 limits a <podcast:soundbite>'s tit
 LINK_DESCRIPTION = "Full episode at this moment"
 _BIDI_CONTROLS = dict.fromkeys(map(ord, "\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"))
 _SPACES = re.compile(r"\s+")
+_NOT_ASCII = re.compile(r"[^\x21-\x7e]+")
+MAX_URL_CHARS = 2000
 
 
 def clean_text(text: Optional[str], max_bytes: int = MAX_TITLE_BYTES) -> Optional[str]:
@@ -35,17 +37,36 @@ def clean_text(text: Optional[str], max_bytes: int = MAX_TITLE_BYTES) -> Optiona
 
 
 def clean_url(url: Optional[str]) -> Optional[str]:
-    """An absolute http(s) URL from the catalog, without its fragment; None for anything else (javascript:, ...)."""
-    if not isinstance(url, str) or len(url) > 2000:
+    """An absolute http(s) URL from the catalog, without its fragment, made ASCII (its host IDNA-encoded, any other
+    non-ASCII percent-encoded as UTF-8), as ID3's URL frames (Latin-1) and every reader need; None for anything
+    else (javascript:, a host IDNA cannot encode, ...)."""
+    if not isinstance(url, str) or len(url) > MAX_URL_CHARS:
         return None
     url = url.strip()
     try:
         parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port
     except ValueError:
         return None
-    if parts.scheme.lower() not in ("http", "https") or not parts.netloc or not url.isprintable() or " " in url:
+    if parts.scheme.lower() not in ("http", "https") or not host or not url.isprintable() or " " in url:
         return None
-    return url.split("#", 1)[0]
+    try:
+        host = host.encode("idna").decode("ascii") if not host.isascii() else host
+    except UnicodeError:
+        return None  # e.g. a label longer than 63 characters once encoded
+    if ":" in host:
+        host = f"[{host}]"  # an IPv6 literal
+    userinfo = parts.netloc.rpartition("@")[0]
+    netloc = (_ascii(userinfo) + "@" if userinfo else "") + host + (f":{port}" if port is not None else "")
+    query = f"?{_ascii(parts.query)}" if parts.query else ""
+    ascii_url = f"{parts.scheme.lower()}://{netloc}{_ascii(parts.path)}{query}"
+    return ascii_url if len(ascii_url) <= MAX_URL_CHARS else None
+
+
+def _ascii(text: str) -> str:
+    """``text`` with every run of characters outside printable ASCII percent-encoded (UTF-8); escapes already in
+    it are kept as they are."""
+    return _NOT_ASCII.sub(lambda match: quote(match.group(), safe=""), text)
 
 
 def clock(ms: int) -> str:
@@ -129,7 +150,7 @@ def id3_tag(story: ClipStory) -> bytes:
         tag.add(TPE1(encoding=3, text=story.podcast_title))
     tag.add(TLEN(encoding=3, text=str(story.duration_ms)))
     tag.add(COMM(encoding=3, lang="eng", desc="", text=story.description))
-    if story.episode_link:
+    if story.episode_link and story.episode_link.isascii():  # clean_url made it ASCII: URL frames are Latin-1
         tag.add(WOAS(url=story.episode_link))
         tag.add(WXXX(encoding=3, desc=LINK_DESCRIPTION, url=story.link_at_moment))
     out = io.BytesIO()

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
 
+from chalicelib.audio.attribution import leading_id3_bytes
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
 log = logging.getLogger(__name__)
@@ -27,6 +28,8 @@ _HTTP_FAULT = re.compile(
     r"I/O error|Failed to resolve hostname|Name or service not known|Network is unreachable|"
     r"Input/output error|\[tls @|SSL routines|certificate verify|handshake"
 )  # TLS and network
+MP4_FIRST_BOXES = (b"ftyp", b"moov", b"mdat", b"free", b"wide", b"skip")  # an ISO/QuickTime file's first box
+_SIGNATURES = ((b"OggS", "ogg"), (b"RIFF", "wav"))
 SYSTEM_CA_BUNDLES = (
     "/etc/pki/tls/certs/ca-bundle.crt",  # Amazon Linux 2023 (Lambda python3.12+)
     "/etc/ssl/certs/ca-certificates.crt",
@@ -62,10 +65,31 @@ class Transcoded:
     episode_duration_ms: Optional[int]
 
 
-def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, deadline: float) -> Transcoded:
+def input_format(head: bytes) -> str:
+    """FFmpeg's demuxer for a source, chosen from its first bytes, never by FFmpeg's own probing: a probe could
+    pick a demuxer that opens other URLs (an HLS playlist's segments, a concat list's files). MP4/M4A (an ISO
+    box first), ADTS AAC (after any ID3v2 tags), WAV, Ogg, FLAC by their signatures; anything else is read as MP3,
+    whose demuxer opens nothing else (and fails on what is not MPEG audio: a 422)."""
+    if head[4:8] in MP4_FIRST_BOXES:
+        return "mov"
+    for signature, name in _SIGNATURES:
+        if head.startswith(signature) and (name != "wav" or head[8:12] == b"WAVE"):
+            return name
+    at = leading_id3_bytes(head)
+    if head[at : at + 1] == b"\xff" and head[at + 1 : at + 2] and head[at + 1] & 0xF6 == 0xF0:
+        return "aac"  # ADTS: a 12-bit sync word and layer 0 (MPEG audio frames have layers 1-3)
+    if head[at : at + 4] == b"fLaC":
+        return "flac"
+    return "mp3"
+
+
+def transcode_to_mp3(
+    ffmpeg: str, url: str, start_ms: int, duration_ms: int, deadline: float, demuxer: str = "mov"
+) -> Transcoded:
     """An MP3 clip of ``duration_ms`` from ``start_ms`` of the audio at ``url`` (FFmpeg seeks MP4 by its sample
     tables and reads it by ranges). Written to a file so that FFmpeg adds the Info header; killed at ``deadline``
-    (a ``time.monotonic()`` value)."""
+    (a ``time.monotonic()`` value). FFmpeg reads the source with ``demuxer`` (see ``input_format``) and may open
+    nothing but the URL's own protocol (``-protocol_whitelist``)."""
     with tempfile.TemporaryDirectory(prefix="clip-") as work:
         out = os.path.join(work, "clip.mp3")
         command = [
@@ -77,6 +101,10 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
             "5000000",
             "-ss",
             f"{start_ms / 1000:.3f}",
+            "-protocol_whitelist",
+            protocols(url),
+            "-f",
+            demuxer,
             "-i",
             url,
             "-t",
@@ -123,6 +151,11 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
     return Transcoded(data, duration)
 
 
+def protocols(url: str) -> str:
+    """What FFmpeg may open to read ``url``: HTTPS (over TLS and TCP), or plain HTTP to a local S3."""
+    return "https,tls,tcp" if url.startswith("https:") else "http,tcp"
+
+
 def _episode_duration_ms(stderr: str) -> Optional[int]:
     match = _DURATION.search(stderr)
     if not match:
@@ -154,7 +187,7 @@ def join_to_mp3(
             path = os.path.join(work, f"piece{number}.mp3")
             with open(path, "wb") as handle:
                 handle.write(data)
-            inputs += ["-i", path]
+            inputs += ["-protocol_whitelist", "file", "-f", "mp3", "-i", path]  # frames this service cut
             chains.append(
                 f"[{number}:a]aresample={sample_rate},"
                 f"aformat=sample_fmts=fltp:sample_rates={sample_rate}:channel_layouts={layout}[p{number}]"

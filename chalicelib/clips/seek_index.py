@@ -227,11 +227,11 @@ def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id
         )
 
     try:
-        audio = SourceAudio.open(s3, bucket, key)
+        audio = SourceAudio.open(s3, bucket, key, deadline=deadline)  # every read bounded by cleanup's deadline
         source = Mp3Source.sniff(audio)
         if source is None:
             return result("not-mp3")
-        index_store = clips.artefact(episode_id, SEEK_INDEX_NAME)
+        index_store = clips.artefact(episode_id, SEEK_INDEX_NAME, deadline, audio.source)
         _, built = obtain_index(source, index_store, deadline)
         if built and _stored(index_store, audio.source.etag) is None:  # saving logs and swallows its faults
             raise StorageUnavailable("The seek index was built but could not be stored")

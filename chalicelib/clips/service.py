@@ -17,7 +17,7 @@ from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio.attribution import ClipStory, tagged
 from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
-from chalicelib.audio.ffmpeg import transcode_to_mp3
+from chalicelib.audio.ffmpeg import input_format, transcode_to_mp3
 from chalicelib.clips.seek_index import load_or_build_index
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
@@ -199,7 +199,7 @@ class ClipService:
     def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
         source = Mp3Source.sniff(audio)
         if source is not None:
-            stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
+            stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline, audio.source)
             index = functools.partial(load_or_build_index, source, stored, deadline)
             try:
                 return cut_mp3(source, request.start_ms, request.duration_ms, index, deadline, self._ffmpeg)
@@ -213,7 +213,9 @@ class ClipService:
                 "This service cannot decode non-MP3 audio: FFmpeg is missing",
                 detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)",
             )
-        result = transcode_to_mp3(ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline)
+        result = transcode_to_mp3(
+            ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline, input_format(audio.head)
+        )
         if result.episode_duration_ms is not None:
             check_start(request.start_ms, result.episode_duration_ms)  # the end-clamp rule, as for MP3
         served = tagged_duration_ms(result.data)

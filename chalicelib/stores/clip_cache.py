@@ -9,7 +9,7 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Dict, Optional, Tuple
+from typing import Dict, Mapping, Optional, Tuple
 from urllib.parse import quote, unquote
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -24,6 +24,9 @@ from chalicelib.stores.source import SourceObject
 log = logging.getLogger(__name__)
 
 CLIP_CACHE_CONTROL = "private, max-age=31536000, immutable"
+# Every object under audio_clips/{guid}/ (clips, the seek index, its lease, any future artefact) names the source
+# version it was made from in these S3 metadata keys; the cleanup keeps exactly those whose version is current.
+SOURCE_BUCKET_KEY, SOURCE_KEY_KEY, SOURCE_ETAG_KEY = "source-bucket", "source-key", "source-etag"
 METADATA_LIMIT = 2048 - 128  # S3 takes 2 KB of user metadata (names and values); kept back: x-amz-meta- overhead
 
 
@@ -96,9 +99,7 @@ class ClipStore:
         (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
         metadata: Dict[str, str] = {
             "episode-id": episode_id,
-            "source-bucket": source.bucket,
-            "source-key": quote(source.key, safe="/"),
-            "source-etag": source.etag,
+            **source_metadata(source),
             "duration-ms": str(duration_ms),
         }
         for name, text in (titles or {}).items():  # "episode-title", "podcast-title": base64 of UTF-8 (S3 wants ASCII)
@@ -137,8 +138,34 @@ class ClipStore:
         except (ClientError, BotoCoreError) as error:
             raise failure("the clips bucket", error) from None
 
-    def artefact(self, episode_id: str, name: str, deadline: Optional[float] = None) -> "EpisodeArtefact":
-        return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name, deadline)
+    def artefact(
+        self, episode_id: str, name: str, deadline: Optional[float] = None, source: Optional[SourceObject] = None
+    ) -> "EpisodeArtefact":
+        """An artefact beside the episode's clips, made from ``source`` (recorded in its metadata as clips do)."""
+        return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name, deadline, source)
+
+
+def source_metadata(source: SourceObject) -> Dict[str, str]:
+    """What an object under ``audio_clips/{guid}/`` records of the source version it was made from (S3 user
+    metadata, ASCII): its bucket, its key (URL-quoted) and its ETag as S3 gave it."""
+    return {
+        SOURCE_BUCKET_KEY: source.bucket,
+        SOURCE_KEY_KEY: quote(source.key, safe="/"),
+        SOURCE_ETAG_KEY: source.etag,
+    }
+
+
+def recorded_source(metadata: Mapping[str, str]) -> Optional[Tuple[str, str, str]]:
+    """(bucket, key, ETag) of the source version an artefact records; None when it records none."""
+    try:
+        return metadata[SOURCE_BUCKET_KEY], unquote(metadata[SOURCE_KEY_KEY]), metadata[SOURCE_ETAG_KEY]
+    except KeyError:
+        return None
+
+
+def same_version(etag: Optional[str], other: Optional[str]) -> bool:
+    """Two ETags of the same object version (S3 quotes them in headers, not in events)."""
+    return etag is not None and other is not None and etag.strip('"') == other.strip('"')
 
 
 def _metadata_size(metadata: Dict[str, str]) -> int:
@@ -158,11 +185,15 @@ class EpisodeArtefact:
     """A JSON document derived from an episode's source (its seek index), kept beside its clips so that the
     cleanup removes it with them. An optimisation only: unreadable means absent, unwritable is logged."""
 
-    def __init__(self, s3, bucket: str, key: str, deadline: Optional[float] = None):
+    def __init__(
+        self, s3, bucket: str, key: str, deadline: Optional[float] = None, source: Optional[SourceObject] = None
+    ):
         self._s3 = s3
         self.bucket = bucket
         self.key = key
         self.deadline = deadline
+        self.source = source  # the source version it is made from, recorded in its metadata when written
+        self._metadata = source_metadata(source) if source is not None else {}
 
     def load(self) -> Optional[dict]:
         try:
@@ -185,6 +216,7 @@ class EpisodeArtefact:
                     Key=self.key,
                     ContentType="application/json",
                     Body=json.dumps(document, separators=(",", ":")).encode(),
+                    Metadata=self._metadata,
                 )
         except (ClientError, BotoCoreError, StorageTimeout) as error:
             log.warning("cannot write %s: %r", self.key, error)
@@ -193,7 +225,9 @@ class EpisodeArtefact:
 
     def beside(self, name: str) -> "EpisodeArtefact":
         """Another artefact of the same episode (same prefix, so the cleanup purges it too)."""
-        return EpisodeArtefact(self._s3, self.bucket, self.key.rsplit("/", 1)[0] + "/" + name, self.deadline)
+        return EpisodeArtefact(
+            self._s3, self.bucket, self.key.rsplit("/", 1)[0] + "/" + name, self.deadline, self.source
+        )
 
     def load_versioned(self) -> Optional[Tuple[Optional[dict], str]]:
         """(the document, or None if it is not JSON; its ETag), or None when absent. Faults raise."""
@@ -230,6 +264,7 @@ class EpisodeArtefact:
                     Key=self.key,
                     ContentType="application/json",
                     Body=json.dumps(document, separators=(",", ":")).encode(),
+                    Metadata=self._metadata,
                     **condition,
                 )
         except ClientError as error:

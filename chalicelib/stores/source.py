@@ -9,10 +9,11 @@ from typing import Iterator, Optional
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deadlines import until
-from chalicelib.errors import NotFound
+from chalicelib.errors import NotFound, Undecodable
 from chalicelib.stores.s3 import MISSING, PRECONDITION, error_code, failure
 
 READ_ATTEMPTS = 3
+MAX_READS = 32  # GETs of one source version, its head included; a clip needs a handful (README: "Bounded work")
 
 
 class SourceChanged(Exception):
@@ -94,7 +95,13 @@ class SourceAudio:
             raise failure("reading the source audio", error) from None
 
     def _get_this_version(self, byte_range: str) -> dict:
-        """GetObject of a range of the version (ETag) this reader opened; SourceChanged if it was replaced."""
+        """GetObject of a range of the version (ETag) this reader opened; SourceChanged if it was replaced.
+        Past MAX_READS, the source is a 422: only a file built to cost work is laid out in so many pieces."""
+        if self.requests >= MAX_READS:
+            raise Undecodable(
+                "The episode's source audio is laid out in more pieces than this service reads for one clip",
+                detail=f"{self.requests} reads of {self.source.key}; at most {MAX_READS}",
+            )
         try:
             with until(self.deadline):
                 response = self._s3.get_object(

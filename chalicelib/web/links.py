@@ -1,40 +1,56 @@
 """Absolute links to this service's own routes: the lasting ``play_url`` and the ``share_url`` of a clip.
 
-The base is ``PUBLIC_BASE_URL`` when set (a custom domain); otherwise the scheme, host and stage path of the
-request being served, so that a link handed out behind API Gateway's ``/<stage>`` path keeps that path.
+The base comes from configuration or from API Gateway, never from a header a client can set (``Host``,
+``X-Forwarded-*``, ``Forwarded``): ``PUBLIC_BASE_URL`` when set (a custom domain); otherwise the domain name and
+stage API Gateway records in the request context (``requestContext.domainName`` and ``stage``; behind a custom
+domain's base path mapping, that base path). Its scheme is ``https``; ``http`` only for a loopback host.
+Without a request context domain (``chalice local``, Chalice's test client: no API Gateway in front), a loopback
+``Host`` is the base, and anything else ``http://localhost``.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any, Mapping, Optional
 from urllib.parse import quote, urlencode
 
 CLIP_ROUTE = "/api/v1/audio_clips/"
 SHARE_ROUTE = "/clips/"
 OEMBED_ROUTE = "/api/v1/oembed"
-_LOOPBACK = ("127.0.0.1", "localhost", "[::1]")
+LOCAL_BASE = "http://localhost"
+_LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+_DOMAIN = re.compile(rf"(?=.{{1,253}}$){_LABEL}(\.{_LABEL})*")  # a DNS name: no scheme, port, path or userinfo
+_LOOPBACK = re.compile(r"(localhost|127(\.[0-9]{1,3}){3}|\[::1\])(:[0-9]{1,5})?")
+_PATH = re.compile(r"(/[A-Za-z0-9._~-]+)+")  # a stage or base path: plain segments, nothing to escape
 
 
 def base_url(request: Any, public_base_url: Optional[str]) -> str:
-    """``https://host/stage`` of this service as the client reached it, without a trailing slash."""
+    """``https://domain/stage`` of this service, without a trailing slash."""
     if public_base_url:
         return public_base_url.rstrip("/")
-    headers: Mapping[str, str] = getattr(request, "headers", None) or {}
-    host = headers.get("host") or "localhost"
-    default_scheme = "http" if host.split(":")[0] in _LOOPBACK or host.startswith("[::1]") else "https"
-    scheme = (headers.get("x-forwarded-proto") or default_scheme).split(",")[0].strip()
-    return f"{scheme}://{host}{stage_prefix(request)}"
+    context: Mapping[str, Any] = getattr(request, "context", None) or {}
+    domain = context.get("domainName")
+    if isinstance(domain, str) and _DOMAIN.fullmatch(domain):
+        scheme = "http" if _LOOPBACK.fullmatch(domain) else "https"
+        return f"{scheme}://{domain.lower()}{stage_prefix(request)}"
+    host = ((getattr(request, "headers", None) or {}).get("host") or "").strip().lower()
+    return f"http://{host}" if _LOOPBACK.fullmatch(host) else LOCAL_BASE  # not behind API Gateway: a local run
 
 
 def stage_prefix(request: Any) -> str:
-    """The path API Gateway put before the route (``/dev`` on an execute-api host, a base path on a custom
-    domain); empty where there is none (chalice local, the test client)."""
+    """The path API Gateway put before the route: ``/{stage}`` on an execute-api host; on a custom domain, the
+    base path its mapping added (which the request context's ``path`` holds before the route); else empty."""
     context = getattr(request, "context", None) or {}
     event = request.to_original_event() if hasattr(request, "to_original_event") else {}
     full, route = context.get("path") or "", (event or {}).get("path") or ""
-    if route and full.endswith(route) and full != route:
-        return full[: len(full) - len(route)].rstrip("/")
-    return ""
+    stage = context.get("stage")
+    if str(context.get("domainName") or "").endswith(".amazonaws.com") and isinstance(stage, str):
+        prefix = f"/{stage}"
+    elif route and full.endswith(route) and full != route:
+        prefix = full[: len(full) - len(route)].rstrip("/")
+    else:
+        prefix = ""
+    return prefix if _PATH.fullmatch(prefix) else ""
 
 
 def clip_query(start_ms: int, duration_ms: int, **extra: str) -> str:
@@ -59,3 +75,9 @@ def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> st
 def oembed_url(base: str, share: str) -> str:
     """The oEmbed answer describing a share page."""
     return f"{base}{OEMBED_ROUTE}?{urlencode({'url': share, 'format': 'json'})}"
+
+
+def origin(url: str) -> str:
+    """``scheme://host[:port]`` of an absolute URL."""
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.split('/', 1)[0]}"

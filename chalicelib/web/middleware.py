@@ -20,8 +20,12 @@ log = logging.getLogger("audio_clips.request")
 
 
 def cors_headers(origin: Optional[str], allowed_origins) -> Dict[str, str]:
-    if not origin or not allowed_origins:
+    """The CORS headers for a request from ``origin``. With CORS on, every answer says ``Vary: Origin`` (one
+    without an Origin differs from one with), so that a shared cache never serves one in place of the other."""
+    if not allowed_origins:
         return {}
+    if not origin:
+        return {"Vary": "Origin"}
     if "*" in allowed_origins:
         allow = "*"
     elif origin.rstrip("/") in allowed_origins:
@@ -52,9 +56,24 @@ class _RequestState:
     started: float
     fields: Dict[str, Any]
     exc_info: Any = None  # an unexpected exception, logged with the request's line
+    gateway_received_at: Optional[float] = None  # epoch seconds API Gateway received the request, when it says
 
 
 _current: "contextvars.ContextVar[_RequestState]" = contextvars.ContextVar("request_state")
+
+
+def gateway_received_at() -> Optional[float]:
+    """When API Gateway received the request being served (epoch seconds), from its request context's
+    ``requestTimeEpoch``; None outside a request or without one (chalice local, the test client)."""
+    current = _current.get(None)
+    return current.gateway_received_at if current is not None else None
+
+
+def _request_time(context: Any) -> Optional[float]:
+    value = context.get("requestTimeEpoch") if isinstance(context, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+        return None
+    return value / 1000
 
 
 def note(**fields: Any) -> None:
@@ -81,6 +100,7 @@ def serve(request: Any, get_response: Callable[[Any], Response], allowed_origins
     )
     id_token = logs.request_id.set(request_id)
     state = _RequestState(time.perf_counter(), {"event": "request", "path": request.path, "request_id": request_id})
+    state.gateway_received_at = _request_time(request.context)
     state_token = _current.set(state)
     try:
         try:

@@ -12,6 +12,7 @@ import base64
 import hashlib
 import html
 import logging
+import re
 from dataclasses import dataclass
 from typing import Any, Dict, Mapping, Optional
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -32,7 +33,8 @@ log = logging.getLogger(__name__)
 PROVIDER_NAME = "Podcast clips"
 EMBED_WIDTH = 480
 EMBED_HEIGHT = 152
-PAGE_CACHE_CONTROL = "public, max-age=300"
+PAGE_CACHE_CONTROL = "public, max-age=300"  # shared caches may keep pages: their links never come from headers
+_SIZE = re.compile(r"[0-9]{1,12}")  # as the OpenAPI document says: at most 999,999,999,999
 
 STYLE = (
     ":root{color-scheme:light dark;font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;line-height:1.4}"
@@ -59,6 +61,7 @@ class ClipPage:
     embed_url: str
     oembed_url: str
     clip_origin: str  # where play_url redirects to: the pre-signed clip's scheme and host
+    play_origin: str  # where play_url itself is when PUBLIC_BASE_URL sets it (not always this page's host); else ""
 
 
 def clip_page(
@@ -90,6 +93,7 @@ def clip_page(
         embed_url=links.embed_url(*args),
         oembed_url=links.oembed_url(base, share),
         clip_origin=f"{clip.scheme}://{clip.netloc}",
+        play_origin=links.origin(base) if wiring.declared.public_base_url else "",  # else 'self' says it
     )
 
 
@@ -190,10 +194,12 @@ def _share_page_of(url: str, base: str) -> tuple:
 
 
 def _bounded(query: Mapping[str, str], name: str, default: int) -> int:
+    """A positive integer of ASCII digits, at most ``default``. ``str.isdigit`` also takes '²', which ``int``
+    refuses, and ``int`` refuses more than 4,300 digits: both are a 400, never reach it."""
     raw = query.get(name)
     if raw is None:
         return default
-    if not raw.isdigit() or int(raw) < 1:
+    if not _SIZE.fullmatch(raw) or int(raw) < 1:
         raise BadRequest(f"{name} must be a positive integer, got {raw[:20]!r}")
     return min(default, int(raw))
 
@@ -313,9 +319,11 @@ def error_page(error: ServiceError) -> Response:
 
 
 def _csp(page: ClipPage, frame_ancestors: str) -> str:
-    """Only what the page uses: its inline style (by hash) and the audio, from this service and where it redirects."""
+    """Only what the page uses: its inline style (by hash) and the audio: from this service (as reached, and where
+    PUBLIC_BASE_URL puts play_url) and where play_url redirects."""
+    media = " ".join(dict.fromkeys(source for source in ("'self'", page.play_origin, page.clip_origin) if source))
     return (
-        f"default-src 'none'; style-src {_STYLE_SOURCE}; media-src 'self' {page.clip_origin}; "
+        f"default-src 'none'; style-src {_STYLE_SOURCE}; media-src {media}; "
         f"base-uri 'none'; form-action 'none'; frame-ancestors {frame_ancestors}"
     )
 
