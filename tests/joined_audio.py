@@ -89,7 +89,7 @@ def lame_encode(directory: str, name: str, seconds: float, rate: int, options: T
         return handle.read()
 
 
-def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> bytes:
+def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0, encoding: int = 3) -> bytes:
     """An ID3v2.4 tag written by mutagen: a title (UTF-8, so no FF FE byte-order marks) and maybe a picture whose
     bytes hold no 0xFF (a stray sync word in a tag can make FFmpeg decode a packet of the tag)."""
     from mutagen.id3 import APIC, ID3, TIT2
@@ -98,7 +98,7 @@ def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> by
     with open(path, "wb"):
         pass
     tag = ID3()
-    tag.add(TIT2(encoding=3, text=title))
+    tag.add(TIT2(encoding=encoding, text=title))
     if picture_bytes:
         picture = bytes((i * 131 + 17) % 251 for i in range(picture_bytes))
         tag.add(APIC(encoding=3, mime="image/jpeg", type=3, desc="cover", data=picture))
@@ -208,6 +208,22 @@ def _mid_file_picture(d: str) -> Joined:
     frames = list(mp3.walk_frames(whole, layout.audio_start))
     half = frames[len(frames) // 2][0]
     return joined(d, "mid_id3_picture", [whole[:half], id3_tag(d, "picture", "Chapter 2", 30_000), whole[half:]])
+
+
+def utf16_tag_mid_file(d: str) -> Joined:
+    """A 48 kHz ad, then a show whose own ID3v2 tag is UTF-16 (its text begins with the byte-order mark FF FE, which
+    FFmpeg's parser takes for a Layer I header: the "frame" it reads runs past the tag and swallows the show's Info
+    frame and first audio frame), then more of the show."""
+    return joined(
+        d,
+        "utf16_tag_mid_file",
+        [
+            encode(d, "ad48u", 6, 48000, 1, ("-b:a", "64k"), 25),
+            id3_tag(d, "utf16", "Show", encoding=1) + strip_id3(encode(d, "show12u", 12, 44100, 2, CBR, 26)),
+            encode(d, "show8u", 8, 44100, 2, CBR, 27),
+        ],
+        frame_copy=False,
+    )
 
 
 def _two_id3_tags(d: str) -> Joined:
