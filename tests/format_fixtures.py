@@ -67,6 +67,25 @@ def m4a(d: str, name: str = "m4a_44k", seconds: float = 12, rate: int = 44100) -
     return Fixture(name, path, rate, False)
 
 
+def he_aac(d: str) -> Fixture:
+    """HE-AAC (SBR: 2,048 samples per frame at twice the core's rate). FFmpeg's encoder writes only AAC-LC, but its
+    M4A already signals SBR the backward-compatible way (sync extension 0x2b7, object type 5) with the "SBR present"
+    flag off: turned on, with 44.1 kHz as the extension rate, FFmpeg decodes the 22.05 kHz core through its SBR
+    tool at 44.1 kHz (no high band: the frames carry no SBR data), and its edit list's 1,024 core samples of priming
+    become 2,048 output samples. The timeline is an HE-AAC one, which is what is under test."""
+    path = os.path.join(d, "he_aac.m4a")
+    if not os.path.exists(path):
+        core = _ffmpeg(os.path.join(d, "he_core.m4a"), *_signal(12, 22050), "-ac", "2", *AAC[:-1], "48k")
+        with open(core, "rb") as handle:
+            data = bytearray(handle.read())
+        config = bytes.fromhex("139056e500")  # AAC-LC, 22.05 kHz, stereo; 0x2b7, SBR, not present
+        at = data.find(config)
+        assert at > 0 and data.count(config) == 1, "the AudioSpecificConfig FFmpeg's muxer writes"
+        data[at + 4] = 0xA0  # SBR present, extension rate index 4 (44.1 kHz)
+        _write(path, bytes(data))
+    return Fixture("he_aac", path, 44100, False)
+
+
 def mp4_video_first(d: str) -> Fixture:
     """An MP4 whose first track is video, its second the audio."""
     path = _ffmpeg(
@@ -162,6 +181,7 @@ def ape_at_the_head(d: str) -> Fixture:
 FIXTURES: Dict[str, Callable[[str], Optional[Fixture]]] = {
     "m4a_44k": m4a,
     "m4a_32k": lambda d: m4a(d, "m4a_32k", 12, 32000),
+    "he_aac": he_aac,
     "mp4_video": mp4_video_first,
     "two_tracks": two_audio_tracks,
     "adts": adts,
