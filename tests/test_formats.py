@@ -22,6 +22,7 @@ from chalice.test import Client
 
 from app import app
 from tests.audio_tools import Decoded, decode
+from tests.chromium import chromium  # noqa: F401  (the fixture)
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, episode_doc, source_key
 from tests.format_fixtures import FIXTURES, MPG123, Fixture, m4a, mpg123_decode, need_tool
 from tests.joined_audio import best_offset, utf16_tag_mid_file
@@ -184,3 +185,38 @@ def test_a_mid_file_utf16_tag_loses_the_frames_ffmpegs_parser_swallows(moto_serv
         errors = clip_errors(moto_server, fixture, whole, start_ms, 2000, tmp_path)
         assert abs(errors["start"]) <= 44 and errors["length"] == 0, (start_ms, errors)
     assert abs(stated_duration_ms(30_000) - whole.duration_ms) <= 1
+
+
+DECODE_AUDIO_DATA = """(async () => {
+  const bytes = Uint8Array.from(atob("%s"), (c) => c.charCodeAt(0));
+  const buffer = await new OfflineAudioContext(2, 1, %d).decodeAudioData(bytes.buffer);
+  const left = buffer.getChannelData(0);
+  return {length: buffer.length, rate: buffer.sampleRate, left: Array.from(left.filter((_, i) => i %% 7 === 0))};
+})()"""
+
+
+@pytest.mark.parametrize("name", ["lame_zeros", "info_junk", "m4a_44k", "he_aac"])
+def test_chromium_decodes_the_clips_as_ffmpeg_does(moto_server, put_source, formats, tmp_path, chromium, name):
+    """Chromium's decodeAudioData (at the clip's own rate): the same length and the same samples as FFmpeg's decode
+    of the clip, within 2 LSB of 16 bits."""
+    import base64
+
+    if name not in formats:
+        need_tool(None, "lame")
+    fixture = formats[name]
+    put_source(fixture)
+    whole = decode(fixture.path, rate=fixture.rate)
+    start_ms = positions(whole.duration_ms)[1][0]
+    path = clip_errors(moto_server, fixture, whole, start_ms, 3000, tmp_path)["path"]
+    with open(str(path), "rb") as handle:
+        encoded = base64.b64encode(handle.read()).decode()
+    page = chromium.page()
+    try:
+        decoded = page.evaluate(DECODE_AUDIO_DATA % (encoded, fixture.rate))
+    finally:
+        page.close()
+    ffmpeg = decode(str(path), channels=2, rate=fixture.rate)
+    left = ffmpeg.samples[::2]
+    assert (decoded["rate"], decoded["length"]) == (fixture.rate, ffmpeg.frames)
+    worst = max(abs(a * 32768 - b) for a, b in zip(decoded["left"], left[::7], strict=True))
+    assert worst <= 2, f"Chromium and FFmpeg differ by {worst:.1f} LSB"
