@@ -25,7 +25,7 @@ from tests.audio_tools import Decoded, decode
 from tests.chromium import chromium  # noqa: F401  (the fixture)
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, episode_doc, source_key
 from tests.format_fixtures import FIXTURES, MPG123, Fixture, m4a, mpg123_decode, need_tool
-from tests.joined_audio import best_offset, utf16_tag_mid_file
+from tests.joined_audio import best_offset, strip_id3, utf16_tag_mid_file
 
 
 @pytest.fixture(scope="module")
@@ -220,3 +220,40 @@ def test_chromium_decodes_the_clips_as_ffmpeg_does(moto_server, put_source, form
     assert (decoded["rate"], decoded["length"]) == (fixture.rate, ffmpeg.frames)
     worst = max(abs(a * 32768 - b) for a, b in zip(decoded["left"], left[::7], strict=True))
     assert worst <= 2, f"Chromium and FFmpeg differ by {worst:.1f} LSB"
+
+
+def test_ffmpegs_parser_replayed_over_a_gap_loses_the_frames_it_swallows(tmp_path):
+    """``_Packets`` on bytes made by hand: zeros before a frame lose nothing; a tag loses the frame after it; a
+    UTF-16 byte-order mark (FF FE, a Layer I header) inside a tag swallows the frames its "frame" overlaps."""
+    from chalicelib.audio.mp3.timeline import _Packets, any_layer_frame_length
+    from tests.joined_audio import encode
+
+    part = strip_id3(encode(str(tmp_path), "packets", 1, 44100, 2, ("-b:a", "128k"), 1))
+    frames, at = [], 0
+    while at + 4 <= len(part) and (size := any_layer_frame_length(part[at : at + 4])):
+        frames.append(part[at : at + size])
+        at += size
+
+    def lost(gap: bytes) -> int:
+        packets = _Packets(0)
+        packets.feed(gap, 0)
+        offset, following = len(gap), []
+        for frame in frames[:6]:
+            following.append((offset, frame))
+            offset += len(frame)
+        result = packets.lost_before(following)
+        assert result is not None
+        return result
+
+    assert any_layer_frame_length(b"\xff\xfeS\x00") == 176, "FF FE 'S': MPEG-1 Layer I, 160 kbit/s, padded"
+    assert lost(bytes(20_000)) == 0
+    assert lost(b"ID3" + bytes(100)) == 1
+    # the false frame (176 bytes from its FF FE) ends 10 bytes into the first real frame: that one is lost, and the
+    # second too, whose packet starts with the rest of the first
+    assert lost(b"ID3\x04" + bytes(26) + b"\xff\xfeS\x00" + bytes(176 - 4 - 10)) == 2
+    # right after the last frame and ending where the next begins, the false frame is a packet of its own, which
+    # the decoder plays (a stray: counted, not timed, see the README) and nothing is lost
+    assert lost(b"\xff\xfeS\x00" + bytes(176 - 4)) == 0
+    strays = _Packets(0)
+    strays.feed(b"\xff\xfeS\x00" + bytes(176 - 4), 0)
+    assert strays.strays == 1
