@@ -97,6 +97,18 @@ def mp4_video_first(d: str) -> Fixture:
     return Fixture("mp4_video", path, 44100, False)
 
 
+def mp4_audio_after_video(d: str) -> Fixture:
+    """Video from 0, audio from about 0.48 s (an edit list that delays it): a plain decode of the audio starts at
+    its first sample, while the file's timestamps start with the video."""
+    path = _ffmpeg(
+        os.path.join(d, "mp4_late_audio.mp4"),
+        *("-f", "lavfi", "-i", "color=c=blue:s=160x120:r=25:d=13", "-itsoffset", "0.5"),
+        *_signal(12, 44100),
+        *("-map", "0:v", "-map", "1:a", "-c:v", "mpeg4", "-ac", "2", *AAC),
+    )
+    return Fixture("mp4_late_audio", path, 44100, False)
+
+
 def two_audio_tracks(d: str) -> Fixture:
     """A mono track, then a stereo one: FFmpeg (and so a plain `ffmpeg -i` transcription) decodes the stereo one."""
     path = _ffmpeg(
@@ -183,6 +195,7 @@ FIXTURES: Dict[str, Callable[[str], Optional[Fixture]]] = {
     "m4a_32k": lambda d: m4a(d, "m4a_32k", 12, 32000),
     "he_aac": he_aac,
     "mp4_video": mp4_video_first,
+    "mp4_late_audio": mp4_audio_after_video,
     "two_tracks": two_audio_tracks,
     "adts": adts,
     "alac": alac,

@@ -79,8 +79,28 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
     and the clip is cut from the decoded samples by those timestamps (``atrim``), to the sample, then encoded once.
     FFmpeg's own accurate seek trims by the timestamp it seeked to, which it gets wrong by up to a frame on MP4
     (and by the whole priming at 0). Written to a file so that FFmpeg writes the Info frame and its LAME tag
-    (encoder ``Lavc``: delay and padding that gapless decoders, Firefox's too, trim). Killed at ``deadline``."""
-    start_s = start_ms / 1000
+    (encoder ``Lavc``: delay and padding that gapless decoders, Firefox's too, trim). Killed at ``deadline``.
+
+    A decode of the audio begins at the audio stream's first sample, while timestamps count from the file's
+    start, the earliest of its streams: when FFmpeg's report shows the audio starting later (an MP4 whose video
+    starts first), the clip is cut again, that much later."""
+    data, stderr = _cut(ffmpeg, url, start_ms / 1000, duration_ms / 1000, deadline)
+    offset = _audio_offset_s(stderr)
+    if abs(offset) > 5e-6:  # under half a sample at 48 kHz: nothing to correct
+        data, stderr = _cut(ffmpeg, url, start_ms / 1000 + offset, duration_ms / 1000, deadline)
+    samples, rate = tagged_samples(data)
+    episode_ms: Optional[float] = None
+    if not samples:  # nothing after the start: how long the source is, for the answer's message
+        end_ms = decoded_duration_ms(ffmpeg, url, deadline, _episode_duration_ms(stderr))
+        episode_ms = None if end_ms is None else end_ms - offset * 1000
+    elif samples < (duration_ms * rate * 2 + 1000) // 2000:  # atrim's count, rounded half up: the source ended
+        episode_ms = start_ms + samples * 1000 / rate
+    return Transcoded(data, samples, rate, episode_ms)
+
+
+def _cut(ffmpeg: str, url: str, start_s: float, duration_s: float, deadline: float) -> Tuple[bytes, str]:
+    """One run of FFmpeg: the decoded samples from ``start_s`` (on timestamps counted from the file's start) for
+    ``duration_s``, as MP3. (the MP3's bytes, FFmpeg's report with the URL masked)."""
     seek = max(0.0, start_s - SEEK_MARGIN_S)
     with tempfile.TemporaryDirectory(prefix="clip-") as work:
         out = os.path.join(work, "clip.mp3")
@@ -94,14 +114,14 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
             "-noaccurate_seek",
             "-copyts",
             "-start_at_zero",
-            *(["-ss", f"{seek:.3f}"] if seek > 0 else []),
+            *(["-ss", f"{seek:.6f}"] if seek > 0 else []),
             "-i",
             url,
             "-vn",
             "-sn",
             "-dn",  # FFmpeg's own choice of audio stream, as a plain `ffmpeg -i` decode makes it
             "-af",
-            f"atrim=start={start_s:.3f}:duration={duration_ms / 1000:.3f},asetpts=PTS-STARTPTS",
+            f"atrim=start={start_s:.6f}:duration={duration_s:.6f},asetpts=PTS-STARTPTS",
             "-c:a",
             "libmp3lame",
             "-b:a",
@@ -116,13 +136,24 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
     stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
     if result.returncode != 0:
         _raise_for(result.returncode, stderr)
-    samples, rate = tagged_samples(data)
-    episode_ms: Optional[float] = None
-    if not samples:  # nothing after the start: how long the source is, for the answer's message
-        episode_ms = decoded_duration_ms(ffmpeg, url, deadline, _episode_duration_ms(stderr))
-    elif samples < (duration_ms * rate * 2 + 1000) // 2000:  # atrim's count, rounded half up: the source ended
-        episode_ms = start_ms + samples * 1000 / rate
-    return Transcoded(data, samples, rate, episode_ms)
+    return data, stderr
+
+
+_FILE_START = re.compile(r"Duration: [^\n]*?, start: (-?\d+\.\d+)")
+_DECODED_STREAM = re.compile(r"Stream #0:(\d+) -> #0:0")
+_AUDIO_START = re.compile(r"Stream #0:(\d+)[^\n]*: Audio: [^\n]*, start (-?\d+\.\d+)")
+
+
+def _audio_offset_s(stderr: str) -> float:
+    """How much later than the file's start the decoded audio stream starts, from FFmpeg's report of the input
+    (each stream's own start is printed when it has one); 0 when the report does not say."""
+    decoded, file_start = _DECODED_STREAM.search(stderr), _FILE_START.search(stderr)
+    if not decoded or not file_start:
+        return 0.0
+    for stream in _AUDIO_START.finditer(stderr):
+        if stream.group(1) == decoded.group(1):
+            return float(stream.group(2)) - float(file_start.group(1))
+    return 0.0
 
 
 def decoded_duration_ms(ffmpeg: str, url: str, deadline: float, estimate_ms: Optional[int] = None) -> Optional[float]:
