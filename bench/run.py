@@ -41,7 +41,10 @@ EPISODES = {  # name: (seconds, encoder options); a joined episode is generated 
     "3h-cbr": (10_800, ("-b:a", "128k")),
     "3h-vbr": (10_800, ("-q:a", "4")),
     "3h-joined": (10_800, ()),
+    "10min-m4a": (600, ("-c:a", "aac", "-b:a", "96k")),  # AAC in M4A: cut by FFmpeg over a pre-signed URL
+    "3h-m4a": (10_800, ("-c:a", "aac", "-b:a", "96k")),
 }
+M4A = ("10min-m4a", "3h-m4a")
 AD_SECONDS = 30
 JOINED = (  # (share of the episode's length, or None for the ad; sample rate; channels; encoder options)
     (0.5, 44_100, 2, ("-q:a", "4")),
@@ -70,17 +73,21 @@ def ffmpeg() -> str:
 
 def episode_path(name: str) -> str:
     seconds, options = EPISODES[name]
-    path = os.path.join(CACHE, f"episode-{name}.mp3")
+    path = os.path.join(CACHE, f"episode-{name}{_extension(name)}")
     if not os.path.exists(path):
         os.makedirs(CACHE, exist_ok=True)
         print(f"generating {name} ({seconds} s of audio, once)...", flush=True)
-        partial = path + ".part.mp3"
+        partial = path + ".part" + _extension(name)
         if name.endswith("joined"):
             _joined(seconds, partial)
         else:
             _encode(seconds, 44_100, 2, options, partial)
         os.replace(partial, path)
     return path
+
+
+def _extension(name: str) -> str:
+    return ".m4a" if name in M4A else ".mp3"
 
 
 def _encode(seconds: float, rate: int, channels: int, options, out: str) -> None:
@@ -98,11 +105,7 @@ def _encode(seconds: float, rate: int, channels: int, options, out: str) -> None
             str(rate),
             "-ac",
             str(channels),
-            "-c:a",
-            "libmp3lame",
-            *options,
-            "-compression_level",
-            "9",
+            *(options if "-c:a" in options else ("-c:a", "libmp3lame", *options, "-compression_level", "9")),
             out,
         ],
         check=True,
@@ -126,7 +129,7 @@ def guid(name: str) -> str:
 
 
 def source_key(name: str) -> str:
-    return f"bench/{guid(name)}/audio/{name}.mp3"
+    return f"bench/{guid(name)}/audio/{name}{_extension(name)}"
 
 
 # ------------------------------------------------------------------ the worker: every method, one episode
@@ -141,7 +144,7 @@ def worker(name: str, rounds: int, proxy: str) -> dict:
         list(METHODS)
         if name in ("10min-cbr", "10min-vbr", "3h-cbr", "3h-vbr")
         else [m for m in METHODS if m != "naive"]
-    )  # the joined episode asks how the service does, not the baselines
+    )  # the joined episode asks how the service does, not the baselines; M4A compares with the previous cut
     runs: List[dict] = []
     sizes: Dict[float, int] = {}
     errors: Dict[str, str] = {}
@@ -211,7 +214,11 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
         s3.put_object(Bucket=CLIPS_BUCKET, Key=f"floor/{name}.bin", Body=data)
     elif method == "ffmpeg-ss-url":
         url = s3.generate_presigned_url("get_object", Params={"Bucket": SOURCE_BUCKET, "Key": source_key(name)})
-        _ffmpeg_cut(["-ss", f"{start_ms / 1000}", "-i", url, "-t", f"{CLIP_MS / 1000}", "-c", "copy"], s3, name)
+        seek = ["-ss", f"{start_ms / 1000}", "-i", url, "-t", f"{CLIP_MS / 1000}"]
+        if name in M4A:  # what the service did before issue 20: FFmpeg's accurate seek, re-encoded to MP3
+            _ffmpeg_cut([*seek, "-map", "0:a:0", "-c:a", "libmp3lame", "-b:a", "128k"], s3, name)
+        else:
+            _ffmpeg_cut([*seek, "-c", "copy"], s3, name)
     elif method == "naive":
         with tempfile.NamedTemporaryFile(suffix=".mp3") as whole:
             s3.download_fileobj(SOURCE_BUCKET, source_key(name), whole)
@@ -331,6 +338,9 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("EPISODE", "ROUNDS", "PROXY"))
     parser.add_argument("--job", nargs=2, metavar=("JOB", "EPISODE"))
     parser.add_argument("--quick", action="store_true", help="10-minute episodes only, into bench/quick/")
+    parser.add_argument(
+        "--episodes", help="only these episodes (comma-separated, e.g. 10min-m4a,3h-m4a), into bench/quick/"
+    )
     args = parser.parse_args()
     if args.worker:
         name, rounds, proxy = args.worker
@@ -340,7 +350,7 @@ def main() -> None:
         job, name = args.job
         print(json.dumps(index_build(name) if job == "index" else cold_start(name)))
         return
-    run_all(args.quick)
+    run_all(args.quick, args.episodes.split(",") if args.episodes else None)
 
 
 def output_dir(quick: bool) -> str:
@@ -350,7 +360,7 @@ def output_dir(quick: bool) -> str:
     return path
 
 
-def run_all(quick: bool) -> None:
+def run_all(quick: bool, only: Optional[List[str]] = None) -> None:
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -358,7 +368,8 @@ def run_all(quick: bool) -> None:
     from bench.s3proxy import S3Proxy
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no request lines among the progress
-    names = [n for n in EPISODES if not quick or n.startswith("10min")]
+    names = only or [n for n in EPISODES if not quick or n.startswith("10min")]
+    quick = quick or bool(only)  # a partial run never writes over the committed results
     rounds = ROUNDS["quick" if quick else "full"]
     paths = {n: episode_path(n) for n in names}
     moto_port = _free_port()
@@ -389,7 +400,7 @@ def run_all(quick: bool) -> None:
             "episodes": {n: {"seconds": EPISODES[n][0], "bytes": os.path.getsize(p)} for n, p in paths.items()},
         }
         for step, name in enumerate(names, 1):
-            if not name.endswith("cbr"):
+            if not name.endswith("cbr") and name not in M4A:  # M4A has no seek index: FFmpeg reads its tables
                 print(f"[{step}/{len(names)}] {name}: building its seek index ...", flush=True)
                 report["index_build"].append(_job(["--job", "index", name], env))
             print(f"[{step}/{len(names)}] {name}: warm-up and {rounds} interleaved rounds ...", flush=True)
@@ -568,7 +579,12 @@ COLOURS = {
     "ffmpeg-ss-url": "#E69F00",
     "naive": "#D55E00",
 }
-EPISODE_WORDS = {"cbr": "constant bitrate", "vbr": "variable bitrate", "joined": "joined parts (ad inserted)"}
+EPISODE_WORDS = {
+    "cbr": "constant bitrate",
+    "vbr": "variable bitrate",
+    "joined": "joined parts (ad inserted)",
+    "m4a": "AAC in M4A (FFmpeg)",
+}
 
 
 def chart(report: dict, path: str) -> None:

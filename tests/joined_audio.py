@@ -89,7 +89,7 @@ def lame_encode(directory: str, name: str, seconds: float, rate: int, options: T
         return handle.read()
 
 
-def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> bytes:
+def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0, encoding: int = 3) -> bytes:
     """An ID3v2.4 tag written by mutagen: a title (UTF-8, so no FF FE byte-order marks) and maybe a picture whose
     bytes hold no 0xFF (a stray sync word in a tag can make FFmpeg decode a packet of the tag)."""
     from mutagen.id3 import APIC, ID3, TIT2
@@ -98,7 +98,7 @@ def id3_tag(directory: str, name: str, title: str, picture_bytes: int = 0) -> by
     with open(path, "wb"):
         pass
     tag = ID3()
-    tag.add(TIT2(encoding=3, text=title))
+    tag.add(TIT2(encoding=encoding, text=title))
     if picture_bytes:
         picture = bytes((i * 131 + 17) % 251 for i in range(picture_bytes))
         tag.add(APIC(encoding=3, mime="image/jpeg", type=3, desc="cover", data=picture))
@@ -210,6 +210,22 @@ def _mid_file_picture(d: str) -> Joined:
     return joined(d, "mid_id3_picture", [whole[:half], id3_tag(d, "picture", "Chapter 2", 30_000), whole[half:]])
 
 
+def utf16_tag_mid_file(d: str) -> Joined:
+    """A 48 kHz ad, then a show whose own ID3v2 tag is UTF-16 (its text begins with the byte-order mark FF FE, which
+    FFmpeg's parser takes for a Layer I header: the "frame" it reads runs past the tag and swallows the show's Info
+    frame and first audio frame), then more of the show."""
+    return joined(
+        d,
+        "utf16_tag_mid_file",
+        [
+            encode(d, "ad48u", 6, 48000, 1, ("-b:a", "64k"), 25),
+            id3_tag(d, "utf16", "Show", encoding=1) + strip_id3(encode(d, "show12u", 12, 44100, 2, CBR, 26)),
+            encode(d, "show8u", 8, 44100, 2, CBR, 27),
+        ],
+        frame_copy=False,
+    )
+
+
 def _two_id3_tags(d: str) -> Joined:
     body = encode(d, "two20", 20, 44100, 2, CBR, 71)
     return joined(d, "two_id3_tags", [id3_tag(d, "first", "Episode"), id3_tag(d, "art", "Art", 20_000), body])
@@ -303,3 +319,97 @@ def best_offset(clip, source, expected: int, window: int, skip: int = 0, probe: 
         if best_error is None or error < best_error:
             best, best_error = start, error
     return best
+
+
+# ---------------------------------------------------------------- the generated matrix of joins
+
+HEADS = ("none", "id3", "id3_info", "info", "xing", "vbri")  # what a part starts with
+FORMATS = {  # the middle part's format: (sample rate, channels, encoder options)
+    "same": (44100, 2, CBR),
+    "48k_mono": (48000, 1, ("-b:a", "64k")),
+    "mono": (44100, 1, ("-b:a", "64k")),
+}
+
+
+def vbri_frame(frame: bytes, frames: int) -> bytes:
+    """A Fraunhofer-style VBRI tag frame, as FFmpeg reads it: a silent frame of ``frame``'s header with "VBRI",
+    version 1, and the frame count 32 bytes after the header."""
+    import struct
+
+    from chalicelib.audio.mp3 import parse_header
+
+    header = parse_header(frame)
+    assert header is not None
+    body = bytearray(header.length)
+    body[:4] = frame[:4]
+    body[36:54] = b"VBRI" + struct.pack(">HHHII", 1, 576, 75, len(frame) * frames, frames)
+    return bytes(body)
+
+
+def headed_part(d: str, name: str, head: str, seconds: float, fmt: str, seed: int) -> bytes:
+    """One part of ``seconds`` in format ``fmt``, starting with ``head``."""
+    rate, channels, options = FORMATS[fmt]
+    if head == "xing":
+        return strip_id3(encode(d, f"{name}-vbr", seconds, rate, channels, ("-q:a", "4"), seed))
+    if head in ("id3_info", "info"):
+        whole = encode(d, name, seconds, rate, channels, options, seed)
+        return whole if head == "id3_info" else strip_id3(whole)
+    bare = strip_id3(encode(d, f"{name}-bare", seconds, rate, channels, (*options, "-write_xing", "0"), seed))
+    if head == "id3":
+        return id3_tag(d, name, "Part") + bare
+    if head == "vbri":
+        from chalicelib.audio.mp3 import parse_header
+
+        first = parse_header(bare)
+        assert first is not None
+        return vbri_frame(bare[: first.length], len(bare) // first.length) + bare
+    return bare
+
+
+def matrix_fixture(d: str, head: str, fmt: str) -> Joined:
+    """A show (FFmpeg's default head: ID3v2 + Info), a part of ``fmt`` that starts with ``head``, the show again."""
+    show = encode(d, "mx-show", 4, 44100, 2, CBR, 101)
+    middle = headed_part(d, f"mx-{head}-{fmt}", head, 3, fmt, 102)
+    return joined(
+        d, f"join_{head}_{fmt}", [show, middle, encode(d, "mx-show-b", 4, 44100, 2, CBR, 103)], frame_copy=fmt == "same"
+    )
+
+
+def matrix_extras(d: str) -> Dict[str, Callable[[], Optional[Joined]]]:
+    """Joins beyond the matrix: a CRC-protected LAME part, and a part whose end carries ID3v1 and APEv2 tags."""
+
+    def crc() -> Optional[Joined]:
+        if LAME is None:
+            return None
+        show = encode(d, "mx-show", 4, 44100, 2, CBR, 101)
+        return joined(d, "join_crc", [show, lame_encode(d, "mx-crc", 3, 44100, ("-p", "-b", "128"), 104), show])
+
+    def trailing() -> Joined:
+        from mutagen.apev2 import APEv2
+        from mutagen.id3 import ID3, TIT2
+
+        path = os.path.join(d, "mx-trailing.mp3")
+        with open(path, "wb") as handle:
+            handle.write(encode(d, "mx-tail", 3, 44100, 2, CBR, 105))
+        ape = APEv2()
+        ape["Title"] = "Part"
+        ape.save(path)
+        tag = ID3(path)
+        tag.add(TIT2(encoding=3, text="Part"))
+        tag.save(path, v1=2)
+        with open(path, "rb") as handle:
+            tagged = handle.read()
+        show = encode(d, "mx-show", 4, 44100, 2, CBR, 101)
+        return joined(d, "join_trailing_tags", [show, tagged, encode(d, "mx-show-b", 4, 44100, 2, CBR, 103)])
+
+    return {"crc": crc, "trailing_tags": trailing}
+
+
+MATRIX = [f"{head}-{fmt}" for head in HEADS for fmt in FORMATS] + ["crc", "trailing_tags"]
+
+
+def build_matrix(d: str, name: str) -> Optional[Joined]:
+    if name in ("crc", "trailing_tags"):
+        return matrix_extras(d)[name]()
+    head, fmt = name.split("-")
+    return matrix_fixture(d, head, fmt)

@@ -39,7 +39,8 @@ def test_an_untrusted_certificate_is_a_503_not_a_422(tls_server, monkeypatch):
 def test_the_same_server_trusted_serves_the_clip(tls_server, monkeypatch):
     monkeypatch.setenv("SSL_CERT_FILE", str(tls_server.certificate))
     result = transcode_to_mp3(imageio_ffmpeg.get_ffmpeg_exe(), tls_server.url, 0, 2000, deadline=time.monotonic() + 20)
-    assert result.data and result.episode_duration_ms == 40000
+    assert result.data and (result.samples, result.sample_rate) == (88200, 44100)
+    assert result.episode_duration_ms is None, "the clip ends before the episode: its length is not needed"
 
 
 @pytest.fixture

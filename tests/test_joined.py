@@ -21,7 +21,7 @@ from chalice.test import Client
 from app import app
 from tests.audio_tools import decode
 from tests.conftest import CLIPS_BUCKET, EPISODE
-from tests.joined_audio import FIXTURES, Joined, best_offset, build
+from tests.joined_audio import FIXTURES, MATRIX, Joined, best_offset, build, build_matrix
 
 MEASURE_RATE = 16000  # what transcription stacks decode to: 1 sample = 0.0625 ms
 FAST = ["ad_48k_mono", "mid_id3_picture", "crc_cbr", "junk_before_first_frame"]
@@ -145,3 +145,17 @@ def test_joined_file_clips_start_and_last_on_the_players_timeline(s3, episode, f
 @pytest.mark.parametrize("name", [name for name in FIXTURES if name not in FAST])
 def test_more_joined_files_clips_start_and_last_on_the_players_timeline(s3, episode, fixtures, tmp_path, name):
     check_fixture(s3, episode, fixture_or_skip(fixtures, name), tmp_path)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", MATRIX)
+def test_a_matrix_of_joins_is_cut_on_the_players_timeline(s3, episode, tmp_path_factory, tmp_path, name):
+    """Every head a part can start with (nothing, ID3v2, ID3v2 + Info, Info alone, Xing, VBRI), after a show and
+    before it again, in the show's format, at another rate and mono, or at another channel count; a CRC-protected
+    part; a part that ends with ID3v1 and APEv2 tags. Each compared with FFmpeg's decode of the whole file."""
+    directory = tmp_path_factory.getbasetemp() / "matrix"
+    directory.mkdir(exist_ok=True)
+    fixture = build_matrix(str(directory), name)
+    if fixture is None:
+        pytest.skip("needs Debian's `lame` (make test installs it as root: apt-get install -y lame)")
+    check_fixture(s3, episode, fixture, tmp_path)

@@ -12,9 +12,10 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import List, Optional, Sequence, Tuple
 
 from chalicelib.audio.attribution import leading_id3_bytes
+from chalicelib.audio.mp3 import NotMp3, read_layout
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
 log = logging.getLogger(__name__)
@@ -59,10 +60,17 @@ def ffmpeg_version(path: str) -> str:
     return first[0].removeprefix("ffmpeg version ").split(" Copyright")[0] if first else "unknown"
 
 
+SEEK_MARGIN_S = 0.5  # decoded before the clip and dropped: the decoder settles (AAC's overlap, SBR) before the cut
+_FRAMECRC = re.compile(rb"^\s*\d+,\s*(-?\d+),\s*(-?\d+),\s*(\d+),", re.MULTILINE)
+_FRAMECRC_RATE = re.compile(rb"^#sample_rate \d+: (\d+)", re.MULTILINE)
+
+
 @dataclass
 class Transcoded:
     data: bytes
-    episode_duration_ms: Optional[int]
+    samples: int  # what a gapless decoder plays of the clip
+    sample_rate: int
+    episode_duration_ms: Optional[float]  # exact (FFmpeg's decoded length) when the clip reached the end, else None
 
 
 def input_format(head: bytes) -> str:
@@ -86,10 +94,37 @@ def input_format(head: bytes) -> str:
 def transcode_to_mp3(
     ffmpeg: str, url: str, start_ms: int, duration_ms: int, deadline: float, demuxer: str = "mov"
 ) -> Transcoded:
-    """An MP3 clip of ``duration_ms`` from ``start_ms`` of the audio at ``url`` (FFmpeg seeks MP4 by its sample
-    tables and reads it by ranges). Written to a file so that FFmpeg adds the Info header; killed at ``deadline``
-    (a ``time.monotonic()`` value). FFmpeg reads the source with ``demuxer`` (see ``input_format``) and may open
-    nothing but the URL's own protocol (``-protocol_whitelist``)."""
+    """An MP3 clip of exactly ``duration_ms`` from ``start_ms`` on the timeline of FFmpeg's decode of the whole
+    source at ``url`` (its edit list applied: the encoder's priming is not audio), shorter when the source ends.
+
+    FFmpeg seeks the input by its sample tables to ``SEEK_MARGIN_S`` before the start without trimming there
+    (``-noaccurate_seek``), keeps the source's own timestamps counted from its start (``-copyts -start_at_zero``),
+    and the clip is cut from the decoded samples by those timestamps (``atrim``), to the sample, then encoded once.
+    FFmpeg's own accurate seek trims by the timestamp it seeked to, which it gets wrong by up to a frame on MP4
+    (and by the whole priming at 0). Written to a file so that FFmpeg writes the Info frame and its LAME tag
+    (encoder ``Lavc``: delay and padding that gapless decoders, Firefox's too, trim). Killed at ``deadline``.
+
+    A decode of the audio begins at the audio stream's first sample, while timestamps count from the file's
+    start, the earliest of its streams: when FFmpeg's report shows the audio starting later (an MP4 whose video
+    starts first), the clip is cut again, that much later."""
+    data, stderr = _cut(ffmpeg, url, demuxer, start_ms / 1000, duration_ms / 1000, deadline)
+    offset = _audio_offset_s(stderr)
+    if abs(offset) > 5e-6:  # under half a sample at 48 kHz: nothing to correct
+        data, stderr = _cut(ffmpeg, url, demuxer, start_ms / 1000 + offset, duration_ms / 1000, deadline)
+    samples, rate = tagged_samples(data)
+    episode_ms: Optional[float] = None
+    if not samples:  # nothing after the start: how long the source is, for the answer's message
+        end_ms = decoded_duration_ms(ffmpeg, url, demuxer, deadline, _episode_duration_ms(stderr))
+        episode_ms = None if end_ms is None else end_ms - offset * 1000
+    elif samples < (duration_ms * rate * 2 + 1000) // 2000:  # atrim's count, rounded half up: the source ended
+        episode_ms = start_ms + samples * 1000 / rate
+    return Transcoded(data, samples, rate, episode_ms)
+
+
+def _cut(ffmpeg: str, url: str, demuxer: str, start_s: float, duration_s: float, deadline: float) -> Tuple[bytes, str]:
+    """One run of FFmpeg: the decoded samples from ``start_s`` (on timestamps counted from the file's start) for
+    ``duration_s``, as MP3. (the MP3's bytes, FFmpeg's report with the URL masked)."""
+    seek = max(0.0, start_s - SEEK_MARGIN_S)
     with tempfile.TemporaryDirectory(prefix="clip-") as work:
         out = os.path.join(work, "clip.mp3")
         command = [
@@ -99,18 +134,16 @@ def transcode_to_mp3(
             "-nostats",
             "-rw_timeout",
             "5000000",
-            "-ss",
-            f"{start_ms / 1000:.3f}",
-            "-protocol_whitelist",
-            protocols(url),
-            "-f",
-            demuxer,
-            "-i",
-            url,
-            "-t",
-            f"{duration_ms / 1000:.3f}",
-            "-map",
-            "0:a:0",
+            "-noaccurate_seek",
+            "-copyts",
+            "-start_at_zero",
+            *(["-ss", f"{seek:.6f}"] if seek > 0 else []),
+            *_input(url, demuxer),
+            "-vn",
+            "-sn",
+            "-dn",  # FFmpeg's own choice of audio stream, as a plain `ffmpeg -i` decode makes it
+            "-af",
+            f"atrim=start={start_s:.6f}:duration={duration_s:.6f},asetpts=PTS-STARTPTS",
             "-c:a",
             "libmp3lame",
             "-b:a",
@@ -120,35 +153,117 @@ def transcode_to_mp3(
             "-y",
             out,
         ]
-        env = dict(os.environ)
-        bundle = _ca_bundle()
-        if bundle and not env.get("SSL_CERT_FILE"):
-            env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
-        started = time.monotonic()
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
-        except subprocess.TimeoutExpired:
-            raise ClipTimeout(
-                "Cutting the clip took too long; try again shortly",
-                detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s",
-            ) from None
-        stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
-        duration = _episode_duration_ms(stderr)
+        result = _run(command, url, deadline)
         data = Path(out).read_bytes() if os.path.exists(out) else b""
+    stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
     if result.returncode != 0:
-        log.warning("ffmpeg failed (exit %s): %s", result.returncode, stderr[-2000:])
-        if _HTTP_MISSING.search(stderr):
-            raise NotFound("The episode's source audio is missing from storage")
-        if _HTTP_WRONG_REGION.search(stderr):
-            raise WrongRegion(
-                "S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
-                "AWS region than the service",
-                detail=stderr[-500:],
-            )
-        if _HTTP_FAULT.search(stderr):
-            raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
-        raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
-    return Transcoded(data, duration)
+        _raise_for(result.returncode, stderr)
+    return data, stderr
+
+
+_FILE_START = re.compile(r"Duration: [^\n]*?, start: (-?\d+\.\d+)")
+_DECODED_STREAM = re.compile(r"Stream #0:(\d+) -> #0:0")
+_AUDIO_START = re.compile(r"Stream #0:(\d+)[^\n]*: Audio: [^\n]*, start (-?\d+\.\d+)")
+
+
+def _audio_offset_s(stderr: str) -> float:
+    """How much later than the file's start the decoded audio stream starts, from FFmpeg's report of the input
+    (each stream's own start is printed when it has one); 0 when the report does not say."""
+    decoded, file_start = _DECODED_STREAM.search(stderr), _FILE_START.search(stderr)
+    if not decoded or not file_start:
+        return 0.0
+    for stream in _AUDIO_START.finditer(stderr):
+        if stream.group(1) == decoded.group(1):
+            return float(stream.group(2)) - float(file_start.group(1))
+    return 0.0
+
+
+def decoded_duration_ms(
+    ffmpeg: str, url: str, demuxer: str, deadline: float, estimate_ms: Optional[int] = None
+) -> Optional[float]:
+    """The length of FFmpeg's decode of the whole source, from the timestamps of its last decoded samples: a seek to
+    a few seconds before the container's end, then a decode to the end. Raw ADTS has no duration but an estimate
+    from its bitrate, which can miss the end: then every packet is read (no decoding) and the last one's end
+    counts. None if neither works (then ``estimate_ms``, FFmpeg's container duration, 10 ms steps, is returned)."""
+    base = [ffmpeg, "-nostdin", "-v", "error", "-rw_timeout", "5000000", "-copyts", "-start_at_zero"]
+    tail = [
+        *base,
+        "-sseof",
+        "-3",
+        *_input(url, demuxer),
+        "-vn",
+        "-sn",
+        "-dn",
+        "-c:a",
+        "pcm_s16le",
+        "-f",
+        "framecrc",
+        "-",
+    ]
+    whole = [*base, *_input(url, demuxer), "-vn", "-sn", "-dn", "-c:a", "copy", "-f", "framecrc", "-"]
+    for command in (tail, whole):
+        result = _run(command, url, deadline)
+        end = _framecrc_end_ms(result.stdout)
+        if result.returncode == 0 and end is not None:
+            return end
+    return float(estimate_ms) if estimate_ms is not None else None
+
+
+def _framecrc_end_ms(listing: bytes) -> Optional[float]:
+    rows = _FRAMECRC.findall(listing)
+    rate = _FRAMECRC_RATE.search(listing)
+    if not rows or not rate:
+        return None
+    _, pts, duration = rows[-1]
+    return (int(pts) + int(duration)) * 1000 / int(rate.group(1))
+
+
+def tagged_samples(data: bytes) -> Tuple[int, int]:
+    """(samples a gapless decoder plays, sample rate) of an MP3 written by FFmpeg's muxer to a file: its Info frame
+    counts the frames, its LAME tag the encoder's delay and padding. (0, 44100) when there is none."""
+    try:
+        layout = read_layout(lambda start, end: data[start:end])
+    except NotMp3:
+        return 0, 44100
+    if layout.tag is None or not layout.tag.frames:
+        return 0, layout.first.sample_rate
+    samples = layout.tag.frames * layout.first.samples - layout.start_skip - layout.end_trim
+    return max(samples, 0), layout.first.sample_rate
+
+
+def _run(command: Sequence[str], url: str, deadline: float) -> subprocess.CompletedProcess:
+    env = dict(os.environ)
+    bundle = _ca_bundle()
+    if bundle and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
+    started = time.monotonic()
+    try:
+        return subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
+    except subprocess.TimeoutExpired:
+        raise ClipTimeout(
+            "Cutting the clip took too long; try again shortly",
+            detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s",
+        ) from None
+
+
+def _raise_for(returncode: int, stderr: str) -> None:
+    log.warning("ffmpeg failed (exit %s): %s", returncode, stderr[-2000:])
+    if _HTTP_MISSING.search(stderr):
+        raise NotFound("The episode's source audio is missing from storage")
+    if _HTTP_WRONG_REGION.search(stderr):
+        raise WrongRegion(
+            "S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
+            "AWS region than the service",
+            detail=stderr[-500:],
+        )
+    if _HTTP_FAULT.search(stderr):
+        raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
+    raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
+
+
+def _input(url: str, demuxer: str) -> List[str]:
+    """FFmpeg's input options for a source: its demuxer forced, only its own protocol allowed, then the URL."""
+    return ["-protocol_whitelist", protocols(url), "-f", demuxer, "-i", url]
 
 
 def protocols(url: str) -> str:

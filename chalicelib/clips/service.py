@@ -16,7 +16,7 @@ from datetime import datetime
 from typing import Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio.attribution import ClipStory, tagged
-from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
+from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, duration_ms
 from chalicelib.audio.ffmpeg import input_format, transcode_to_mp3
 from chalicelib.clips.seek_index import load_or_build_index
 from chalicelib.deadlines import until
@@ -216,12 +216,11 @@ class ClipService:
         result = transcode_to_mp3(
             ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline, input_format(audio.head)
         )
-        if result.episode_duration_ms is not None:
-            check_start(request.start_ms, result.episode_duration_ms)  # the end-clamp rule, as for MP3
-        served = tagged_duration_ms(result.data)
-        if not served:
+        if result.episode_duration_ms is not None:  # the clip reached the end: its exact length is known
+            check_start(request.start_ms, round(result.episode_duration_ms))  # the end-clamp rule, as for MP3
+        if not result.samples:
             raise Undecodable("The episode's source audio cannot be decoded", detail="FFmpeg wrote no audio")
-        return ClipAudio(result.data, served, "ffmpeg")
+        return ClipAudio(result.data, duration_ms(result.samples, result.sample_rate), "ffmpeg")
 
 
 def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:

@@ -238,33 +238,54 @@ RESYNC_WINDOW = 64 * 1024  # how far FFmpeg looks for the first frame after the 
 def read_layout(read: Callable[[int, int], bytes], offset: int = 0) -> StreamLayout:
     """The layout of a file whose bytes ``read(start, end)`` returns, starting at ``offset``.
 
-    Quirks, as FFmpeg handles them: several ID3v2 tags in a row are all skipped (WMP and some DAI tools write
-    more than one); a Xing/Info frame is honoured only right after them; junk or padding before the first frame
-    is skipped, and a tag frame found after it is neither honoured nor played."""
+    As FFmpeg's MP3 demuxer reads a file's head: several ID3v2 tags in a row are all skipped (WMP and some DAI tools
+    write more than one); a Xing/Info/VBRI frame is honoured only right after them, even when junk follows it (the
+    tag frame of mutagen's apev2-lyricsv2.mp3 is followed by 585 bytes of junk); then the first frame is the first
+    one whose next frame has the same header under FFmpeg's mask (``resync``). A tag frame found there, after junk,
+    is not a tag: it is played as a frame of silence when its header matches the next frame's (LAME's own Info
+    frame), and skipped as junk when it does not (FFmpeg's muxer writes its Info frame in plain stereo mode)."""
     while True:
         size = id3v2_size(read(offset, offset + 10))
         if not size:
             break
         offset += size
-    pos = None
+    pos = tag = None
     for size in (8 * 1024, RESYNC_WINDOW):  # mostly within the head already read; farther only after junk
         window = read(offset, offset + size)
-        pos = find_frame(window)
+        lead = parse_header(window, 0)
+        tag = parse_xing(window, 0, lead) if lead is not None else None
+        after = lead.length if tag is not None and lead is not None else 0
+        pos = resync(window, after)
+        if pos is None:
+            pos = find_frame(window, after)
         if pos is not None or len(window) < size:
             break
     if pos is None:
         raise NotMp3("no MPEG audio frames found")
     first = parse_header(window, pos)
     assert first is not None
-    tag = parse_xing(window, pos, first)
-    audio_start = pos + first.length if tag else pos
-    honoured = tag if pos == 0 else None
-    after = parse_header(window, audio_start)
-    if tag and after is not None:
-        first = after
-    return StreamLayout(
-        audio_start=offset + audio_start, first=first, tag=honoured, tag_offset=offset + pos if honoured else -1
-    )
+    return StreamLayout(audio_start=offset + pos, first=first, tag=tag, tag_offset=offset if tag else -1)
+
+
+MP3_MASK = 0xFFFE0CCF  # header bits FFmpeg's demuxer needs equal in two frames in a row (not bitrate, padding, CRC)
+
+
+def resync(data: bytes, start: int = 0) -> Optional[int]:
+    """The first offset from ``start`` where a frame begins whose next frame's header equals its own under
+    ``MP3_MASK``: where FFmpeg's MP3 demuxer starts reading frames after the head of a file."""
+    pos = data.find(b"\xff", start)
+    while pos != -1:
+        header = parse_header(data, pos)
+        if header is not None:
+            following = parse_header(data, pos + header.length)
+            if following is not None and _masked(header) == _masked(following):
+                return pos
+        pos = data.find(b"\xff", pos + 1)
+    return None
+
+
+def _masked(header: FrameHeader) -> int:
+    return int.from_bytes(header.raw, "big") & MP3_MASK
 
 
 def frame_length(model: FrameHeader, bitrate_index: int) -> int:

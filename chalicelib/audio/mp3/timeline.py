@@ -10,8 +10,12 @@ channels) with nothing between them, each with its byte offset, its start time a
 ``every`` frames. A change of format, an ID3v2 tag or junk starts a new segment. Quirks of FFmpeg's decode,
 each measured on FFmpeg 9.0.2 (see FACTS.md):
 
-- a frame that follows a mid-file ID3v2 tag or other non-zero junk reaches the decoder in one packet with it
-  and is rejected ("Header missing"): that frame is *lost*, whether the next part's Info frame or audio;
+- FFmpeg's MPEG audio parser cuts the bytes into packets: it looks for the next valid header (of any layer),
+  takes that frame's length, and puts everything since the last packet (tags, junk) in front of it. The decoder
+  rejects a packet that does not start with a header ("Header missing"), so the frame that follows a mid-file
+  ID3v2 tag or other non-zero junk is *lost*, whether the next part's Info frame or audio; ``_Packets`` replays the
+  parser over every gap: a tag whose bytes look like a header (UTF-16 text starts with FF FE, a Layer I sync)
+  makes it take a "frame" that runs past the tag's end and swallows the real frames it overlaps, which are lost too;
 - zero bytes before a frame are skipped by the decoder: nothing is lost;
 - a Xing/Info frame in the middle of the file without a tag before it decodes as one frame of silence;
 - the first frame decoded after a change of sample rate is timed at the old rate (its samples play as if at the
@@ -20,10 +24,20 @@ each measured on FFmpeg 9.0.2 (see FACTS.md):
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Tuple
+from itertools import islice
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
-from chalicelib.audio.mp3.frames import TICKS_PER_SECOND, NotMp3, StreamLayout, find_frame, id3v2_size, parse_header
+from chalicelib.audio.mp3.frames import (
+    TICKS_PER_SECOND,
+    NotMp3,
+    StreamLayout,
+    find_frame,
+    id3v2_size,
+    parse_header,
+    walk_frames,
+)
 
 INDEX_FORMAT = 2  # 1: one uniform stream, a checkpoint every 32 frames; 2: segments
 INDEX_EVERY = 32  # frames between two checkpoints of a segment
@@ -173,6 +187,88 @@ class SeekIndex:
             return None
 
 
+_BITRATES = {  # kbit/s by (MPEG-1 or not, layer)
+    (True, 1): (0, 32, 64, 96, 128, 160, 192, 224, 256, 288, 320, 352, 384, 416, 448),
+    (True, 2): (0, 32, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320, 384),
+    (True, 3): (0, 32, 40, 48, 56, 64, 80, 96, 112, 128, 160, 192, 224, 256, 320),
+    (False, 1): (0, 32, 48, 56, 64, 80, 96, 112, 128, 144, 160, 176, 192, 224, 256),
+    (False, 2): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+    (False, 3): (0, 8, 16, 24, 32, 40, 48, 56, 64, 80, 96, 112, 128, 144, 160),
+}
+_RATES = {0b11: (44100, 48000, 32000), 0b10: (22050, 24000, 16000), 0b00: (11025, 12000, 8000)}
+
+
+def any_layer_frame_length(raw: bytes) -> int:
+    """Bytes in the frame whose header is ``raw``, for any MPEG audio layer, as FFmpeg's parser reads headers; 0
+    when ``raw`` is not a valid header (free format included)."""
+    b1, b2 = raw[1], raw[2]
+    if raw[0] != 0xFF or b1 & 0xE0 != 0xE0:
+        return 0
+    version, layer_bits, bitrate_index, rate_index = (b1 >> 3) & 3, (b1 >> 1) & 3, b2 >> 4, (b2 >> 2) & 3
+    if version == 0b01 or layer_bits == 0 or bitrate_index in (0, 15) or rate_index == 3:
+        return 0
+    layer, mpeg1, padding = 4 - layer_bits, version == 0b11, (b2 >> 1) & 1
+    rate = _RATES[version][rate_index]
+    bitrate = _BITRATES[(mpeg1, layer)][bitrate_index] * 1000
+    if layer == 1:
+        return (bitrate * 12 // rate + padding) * 4
+    if layer == 2 or mpeg1:
+        return bitrate * 144 // rate + padding
+    return bitrate * 72 // rate + padding
+
+
+class _Packets:
+    """FFmpeg's MPEG audio parser replayed over a gap between frames (a tag, junk, padding), from the end of the last
+    frame (a packet boundary) on: where its packets begin and end, and whether the bytes of the current packet in
+    front of its header are all zeros (the decoder skips zeros; anything else makes it reject the packet)."""
+
+    def __init__(self, boundary: int):
+        self.at = boundary  # the next byte the parser examines
+        self.frame_end = -1  # inside a frame (of a header it found) until this offset
+        self.dirty = False  # non-zero bytes in the current packet before its header
+        self.strays = 0  # packets of headers found in the gap that start with their header (decoded: not modelled)
+        self._tail = b""  # the last bytes fed, for a header that straddles two feeds
+
+    def feed(self, data: bytes, offset: int) -> None:
+        """The next bytes, at file ``offset`` (each feed follows the last)."""
+        end = offset + len(data)
+        if end <= self.at:
+            return
+        window = self._tail + data[max(self.at - offset, 0) :]
+        base = max(self.at, offset) - len(self._tail)  # file offset of window[0]
+        pos = 0
+        while True:
+            if self.frame_end > base + pos:  # inside the frame of a header the parser found
+                pos = self.frame_end - base
+                if pos >= len(window):
+                    self._tail, self.at = b"", end
+                    return
+                continue
+            found = window.find(b"\xff", pos)
+            while found != -1 and found + 4 <= len(window) and not any_layer_frame_length(window[found : found + 4]):
+                found = window.find(b"\xff", found + 1)
+            if found == -1 or found + 4 > len(window):  # no header here; its last bytes may begin one
+                keep = max(pos, len(window) - 3)
+                self.dirty = self.dirty or bool(window[pos:keep].strip(b"\0"))
+                self._tail, self.at = window[keep:], end
+                return
+            self.dirty = self.dirty or bool(window[pos:found].strip(b"\0"))
+            if not self.dirty:
+                self.strays += 1
+            self.frame_end = base + found + any_layer_frame_length(window[found : found + 4])
+            self.dirty = False  # the next packet begins where this frame ends
+
+    def lost_before(self, frames: Sequence[Tuple[int, bytes]]) -> Optional[int]:
+        """How many of ``frames`` (offset, bytes: the real frames right after the gap) the decoder loses before the
+        parser is back in step with them; None if these frames are too few to tell."""
+        probe = copy.deepcopy(self)
+        for lost, (offset, frame) in enumerate(frames):
+            if probe.frame_end <= offset:  # the parser is looking for a header: it finds this frame's
+                return lost + (1 if probe.dirty or probe._tail.strip(b"\0") else 0)
+            probe.feed(frame, offset)  # swallowed by the "frame" of a header found in the gap
+        return None
+
+
 def _with_last(chunks: Iterable[bytes]) -> Iterator[Tuple[bytes, bool]]:
     previous = None
     for chunk in chunks:
@@ -198,7 +294,8 @@ def scan(
     seg_offset = seg_frames = 0
     checkpoints: List[int] = []
     last_end = base  # the byte after the last frame
-    gap_dirty = False  # non-zero bytes (a tag, junk) since the last frame: FFmpeg loses the next frame
+    gap_dirty = False  # non-zero bytes (a tag, junk) since the last frame
+    gap: Optional[_Packets] = None  # FFmpeg's parser over the bytes since the last frame, when there are any
     lost = 0
     skip = 0  # bytes of a tag still to skip in the next chunk
     every = INDEX_EVERY
@@ -232,6 +329,8 @@ def scan(
         if skip:
             pos = min(skip, len(buffer))
             skip -= pos
+            if gap is not None:
+                gap.feed(buffer[:pos], base)
         limit = len(buffer)
         margin = 0 if last else 8192  # room to confirm a chain of frames before the buffer ends
         while pos + 4 <= limit:
@@ -265,22 +364,31 @@ def scan(
                     length = 0  # a lone header-like pattern in junk: not a frame
             if length:  # a frame after a change of format, a tag or junk: a new segment
                 close()
-                if gap_dirty:  # FFmpeg rejects this frame together with the bytes before it
-                    gap_dirty = False
-                    lost += 1
-                    pos += length
-                    last_end = base + pos
-                    continue
+                if gap is not None:  # how many frames FFmpeg rejects together with the bytes before them
+                    ahead = [(base + at, buffer[at : at + h.length]) for at, h in islice(walk_frames(buffer, pos), 8)]
+                    lose = gap.lost_before(ahead)
+                    if lose is None and not last:
+                        break
+                    gap, gap_dirty = None, False
+                    for _, frame in ahead if lose is None else ahead[:lose]:
+                        lost += 1
+                        pos += len(frame)
+                        last_end = base + pos
+                    if lose:
+                        continue
                 current, seg_offset, seg_frames, checkpoints = fmt, base + pos, 0, []
                 last_end = base + pos
                 continue
             # not a frame: an ID3v2 tag, a trailer, padding or junk
+            if gap is None:
+                gap = _Packets(last_end)
             if buffer[pos : pos + 3] == b"ID3":
                 if pos + 10 > limit:
                     break
                 tag_size = id3v2_size(buffer[pos : pos + 10])
                 if tag_size:
                     gap_dirty = True
+                    gap.feed(buffer[pos : pos + tag_size], base + pos)
                     if pos + tag_size > limit:
                         skip = pos + tag_size - limit
                         pos = limit
@@ -291,9 +399,11 @@ def scan(
             if found is None:
                 keep = max(pos + 1, limit - margin)
                 gap_dirty = gap_dirty or bool(buffer[pos:keep].strip(b"\0"))
+                gap.feed(buffer[pos:keep], base + pos)
                 pos = keep
                 break
             gap_dirty = gap_dirty or bool(buffer[pos:found].strip(b"\0"))
+            gap.feed(buffer[pos:found], base + pos)
             pos = found
     tail = buffer[pos : pos + 4]
     if current >= 0 and last_end == base + pos and len(tail) == 4 and known.get(tail, (0, -1))[1] == current:
