@@ -9,10 +9,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Dict, List, NoReturn, Optional, Sequence
 
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
@@ -92,10 +93,7 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
             "-y",
             out,
         ]
-        env = dict(os.environ)
-        bundle = _ca_bundle()
-        if bundle and not env.get("SSL_CERT_FILE"):
-            env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
+        env = _url_env()
         started = time.monotonic()
         try:
             result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
@@ -108,19 +106,24 @@ def transcode_to_mp3(ffmpeg: str, url: str, start_ms: int, duration_ms: int, dea
         duration = _episode_duration_ms(stderr)
         data = Path(out).read_bytes() if os.path.exists(out) else b""
     if result.returncode != 0:
-        log.warning("ffmpeg failed (exit %s): %s", result.returncode, stderr[-2000:])
-        if _HTTP_MISSING.search(stderr):
-            raise NotFound("The episode's source audio is missing from storage")
-        if _HTTP_WRONG_REGION.search(stderr):
-            raise WrongRegion(
-                "S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
-                "AWS region than the service",
-                detail=stderr[-500:],
-            )
-        if _HTTP_FAULT.search(stderr):
-            raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
-        raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
+        _raise_failure(result.returncode, stderr)
     return Transcoded(data, duration)
+
+
+def _raise_failure(returncode: int, stderr: str) -> NoReturn:
+    """The contract's error for an FFmpeg run that failed reading or decoding the source."""
+    log.warning("ffmpeg failed (exit %s): %s", returncode, stderr[-2000:])
+    if _HTTP_MISSING.search(stderr):
+        raise NotFound("The episode's source audio is missing from storage")
+    if _HTTP_WRONG_REGION.search(stderr):
+        raise WrongRegion(
+            "S3 refused the pre-signed URL of the episode's source audio: its bucket is in another "
+            "AWS region than the service",
+            detail=stderr[-500:],
+        )
+    if _HTTP_FAULT.search(stderr):
+        raise StorageUnavailable("Audio storage is unavailable; try again shortly", detail=stderr[-500:])
+    raise Undecodable("The episode's source audio cannot be decoded", detail=stderr[-500:])
 
 
 def _episode_duration_ms(stderr: str) -> Optional[int]:
@@ -129,6 +132,15 @@ def _episode_duration_ms(stderr: str) -> Optional[int]:
         return None
     hours, minutes, seconds = match.groups()
     return round((int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * 1000)
+
+
+def _url_env() -> Dict[str, str]:
+    """FFmpeg's environment for reading a pre-signed HTTPS URL: the CA bundle boto3 trusts."""
+    env = dict(os.environ)
+    bundle = _ca_bundle()
+    if bundle and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
+    return env
 
 
 def _ca_bundle() -> Optional[str]:
@@ -203,3 +215,76 @@ def join_to_mp3(
             raise Undecodable("The episode's source audio cannot be decoded at this position", detail=stderr[-500:])
         with open(out, "rb") as handle:
             return handle.read()
+
+
+# ---------------------------------------------------------------- PCM for measuring levels (snap=pause)
+
+
+@dataclass(frozen=True)
+class PcmInput:
+    """One stretch to decode: a file or a pre-signed URL, from ``from_ms`` for ``ms`` (None: from the start, to
+    the end)."""
+
+    source: str
+    from_ms: Optional[int] = None
+    ms: Optional[int] = None
+
+
+def decode_pcm(ffmpeg: str, inputs: Sequence[PcmInput], rate: int, deadline: float) -> List[bytes]:
+    """Each input decoded to mono s16le at ``rate``, all by one FFmpeg process (one start-up for several
+    windows). FFmpeg seeks an MP4 by its sample tables; an MP3 window is handed over as a file already cut."""
+    with tempfile.TemporaryDirectory(prefix="pcm-") as work:
+        command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-rw_timeout", "5000000"]
+        outputs = []
+        for item in inputs:
+            if item.from_ms is not None:
+                command += ["-ss", f"{item.from_ms / 1000:.3f}"]
+            if item.ms is not None:
+                command += ["-t", f"{item.ms / 1000:.3f}"]
+            command += ["-i", item.source]
+        for number in range(len(inputs)):
+            outputs.append(os.path.join(work, f"window{number}.pcm"))
+            command += ["-map", f"{number}:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-y", outputs[-1]]
+        started = time.monotonic()
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=_url_env())
+        except subprocess.TimeoutExpired:
+            raise ClipTimeout(
+                "Finding the pauses took too long; try again shortly",
+                detail=f"ffmpeg (levels) killed after {time.monotonic() - started:.1f}s",
+            ) from None
+        if result.returncode != 0:
+            stderr = result.stderr.decode("utf-8", "replace")
+            for item in inputs:
+                stderr = stderr.replace(item.source, "<source>")
+            _raise_failure(result.returncode, stderr)
+        return [Path(out).read_bytes() if os.path.exists(out) else b"" for out in outputs]
+
+
+def stream_pcm(ffmpeg: str, url: str, rate: int, deadline: float, consume: Callable[[bytes], None]) -> None:
+    """The whole audio at ``url`` decoded to mono s16le at ``rate`` and handed to ``consume`` in chunks as FFmpeg
+    writes them: a three-hour episode is never held. FFmpeg is killed at ``deadline`` (ClipTimeout)."""
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-rw_timeout", "5000000", "-i", url]
+    command += ["-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-"]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=_url_env())
+        killer = threading.Timer(max(0.1, deadline - time.monotonic()), process.kill)
+        killer.start()
+        try:
+            assert process.stdout is not None
+            while True:
+                chunk = process.stdout.read(1 << 16)
+                if not chunk:
+                    break
+                consume(chunk)
+            returncode = process.wait()
+        finally:
+            killer.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        if returncode != 0 and time.monotonic() >= deadline:
+            raise ClipTimeout("Measuring the episode's levels took too long", detail="ffmpeg (levels) killed")
+        if returncode != 0:
+            errors.seek(0)
+            _raise_failure(returncode, errors.read().decode("utf-8", "replace").replace(url, "<source-url>"))
