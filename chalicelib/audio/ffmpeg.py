@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Dict, List, NoReturn, Optional, Sequence
+from typing import Callable, Dict, Iterable, List, NoReturn, Optional, Sequence
 
 from chalicelib.errors import ClipTimeout, ConfigurationError, NotFound, StorageUnavailable, Undecodable, WrongRegion
 
@@ -261,15 +261,21 @@ def decode_pcm(ffmpeg: str, inputs: Sequence[PcmInput], rate: int, deadline: flo
         return [Path(out).read_bytes() if os.path.exists(out) else b"" for out in outputs]
 
 
-def stream_pcm(ffmpeg: str, url: str, rate: int, deadline: float, consume: Callable[[bytes], None]) -> None:
-    """The whole audio at ``url`` decoded to mono s16le at ``rate`` and handed to ``consume`` in chunks as FFmpeg
-    writes them: a three-hour episode is never held. FFmpeg is killed at ``deadline`` (ClipTimeout)."""
-    command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-rw_timeout", "5000000", "-i", url]
-    command += ["-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-"]
+def stream_pcm(
+    ffmpeg: str, chunks: Iterable[bytes], rate: int, deadline: float, consume: Callable[[bytes], None]
+) -> None:
+    """A whole source, whose bytes ``chunks`` yields in order, decoded to mono s16le at ``rate`` and handed to
+    ``consume`` as FFmpeg writes it: a three-hour episode is never held, and FFmpeg opens no URL (an MP4 whose
+    index comes after its audio cannot be read this way: Undecodable). Killed at ``deadline`` (ClipTimeout)."""
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-i", "pipe:0"]
+    command += ["-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]
     with tempfile.TemporaryFile() as errors:
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=errors, env=_url_env())
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
         killer = threading.Timer(max(0.1, deadline - time.monotonic()), process.kill)
+        feeding: List[BaseException] = []
+        feeder = threading.Thread(target=_feed, args=(process, chunks, feeding), daemon=True)
         killer.start()
+        feeder.start()
         try:
             assert process.stdout is not None
             while True:
@@ -283,8 +289,28 @@ def stream_pcm(ffmpeg: str, url: str, rate: int, deadline: float, consume: Calla
             if process.poll() is None:
                 process.kill()
                 process.wait()
+            feeder.join(timeout=5)
+        if feeding:
+            raise feeding[0]  # reading the source failed: its own error
         if returncode != 0 and time.monotonic() >= deadline:
             raise ClipTimeout("Measuring the episode's levels took too long", detail="ffmpeg (levels) killed")
         if returncode != 0:
             errors.seek(0)
-            _raise_failure(returncode, errors.read().decode("utf-8", "replace").replace(url, "<source-url>"))
+            _raise_failure(returncode, errors.read().decode("utf-8", "replace"))
+
+
+def _feed(process: subprocess.Popen, chunks: Iterable[bytes], failed: List[BaseException]) -> None:
+    """FFmpeg's stdin, from the source's bytes; a source read that fails is kept for the caller."""
+    assert process.stdin is not None
+    try:
+        for chunk in chunks:
+            process.stdin.write(chunk)
+    except (BrokenPipeError, ValueError):
+        pass  # FFmpeg stopped reading (it failed, or was killed): its own exit says why
+    except Exception as error:  # handed to the caller's thread
+        failed.append(error)
+    finally:
+        try:
+            process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass
