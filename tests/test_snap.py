@@ -144,6 +144,18 @@ def test_levels_stored_at_upload_place_the_same_clips_as_decoded_windows(s3, cat
         assert abs(a["start_time_ms"] - b["start_time_ms"]) <= 20 and abs(a["duration_ms"] - b["duration_ms"]) <= 40
 
 
+def test_levels_of_replaced_audio_are_not_used(s3, catalog_file, speech, caplog):
+    key = put_episode(s3, catalog_file, speech, "speech-cbr.mp3")
+    invoke(record(key, "ObjectCreated:Put"))
+    with open(speech.path("speech-vbr.mp3"), "rb") as handle:  # replaced, its event not delivered yet
+        s3.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=handle.read())
+    with Client(app, stage_name="local") as client:
+        body = served(client, 19_000, 12_000)
+    assert_snapped_per_contract(speech, (19_000, 12_000), body)
+    lines = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "request"]
+    assert lines[-1]["levels"] == "decoded", "the stored levels measured another version of the source"
+
+
 def test_music_without_pauses_is_served_as_asked(s3, catalog_file, speech):
     put_episode(s3, catalog_file, speech, "music.mp3")
     with Client(app, stage_name="local") as client:
