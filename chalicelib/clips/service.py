@@ -17,6 +17,7 @@ import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,7 +27,7 @@ from chalicelib.audio.attribution import ClipStory, tagged
 from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, tagged_duration_ms
 from chalicelib.audio.ffmpeg import transcode_to_mp3
 from chalicelib.clips.seek_index import load_or_build_index
-from chalicelib.clips.snapping import Served, served_range
+from chalicelib.clips.snapping import Served, read_levels, served_range
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.stores.catalog import Catalog, Episode
@@ -166,11 +167,15 @@ class ClipService:
     def _generate_snapped(
         self, request: ClipRequest, episode: Episode, deadline: float, timer: "_Timer", stale: bool
     ) -> ClipResult:
-        """Snap, then serve the clip of the served range (cached, or cut now), then record what was served."""
+        """Snap, then serve the clip of the served range (cut now; a clip of that range already stored, by another
+        request, wins the conditional PUT and is served instead), then record what was served."""
         for attempt in (1, 2):
-            audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+            with ThreadPoolExecutor(1) as pool:  # the levels do not depend on the source: both reads go out together
+                store = self._clips.levels(request.episode_id, deadline)
+                levels = pool.submit(read_levels, store, request.start_ms, request.duration_ms)
+                audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
             try:
-                served = self._served(audio, request, deadline)
+                served = self._served(audio, request, levels.result(), deadline)
                 break
             except SourceChanged:
                 if attempt == 2:
@@ -178,12 +183,8 @@ class ClipService:
                 log.info("source %s changed while being read; snapping again", episode.source_key)
         timer.lap("snap")
         target = ClipRequest(request.episode_id, served.start_ms, served.duration_ms)
-        result, stale_clip = self._cached(target, timer, deadline)
-        if result is None:
-            with self._flights.hold(target.key):
-                result, stale_clip = self._cached(target, timer, deadline)
-                if result is None:
-                    result = self._cut_and_store(target, episode, deadline, timer, stale_clip, audio)
+        with self._flights.hold(target.key):
+            result = self._cut_and_store(target, episode, deadline, timer, False, audio)
         record = {
             "served_key": target.key,
             "start_time_ms": result.start_ms,
@@ -209,11 +210,12 @@ class ClipService:
         result.timings_ms = timer.laps
         return result.as_asked(request, served.levels)
 
-    def _served(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> Served:
+    def _served(
+        self, audio: SourceAudio, request: ClipRequest, levels: Optional[Tuple[bytes, str]], deadline: float
+    ) -> Served:
         mp3 = Mp3Source.sniff(audio)
         stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
         index = functools.partial(load_or_build_index, mp3, stored, deadline) if mp3 is not None else _no_index
-        levels = self._clips.levels(request.episode_id, deadline)
         try:
             return served_range(
                 audio, mp3, request.start_ms, request.duration_ms, levels, index, self._ffmpeg, deadline
@@ -234,7 +236,8 @@ class ClipService:
                 return ClipRequest(request.episode_id, start, end - start)
         episode = self._episode(request.episode_id, deadline)
         audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
-        served = self._served(audio, request, deadline)
+        levels = read_levels(self._clips.levels(request.episode_id, deadline), request.start_ms, request.duration_ms)
+        served = self._served(audio, request, levels, deadline)
         return ClipRequest(request.episode_id, served.start_ms, served.duration_ms)
 
     def _cut_and_store(

@@ -15,7 +15,7 @@ import os
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator, List, Optional, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 from chalicelib.audio.cutting import IndexLoader, Mp3Source, cut_mp3
 from chalicelib.audio.ffmpeg import PcmInput, decode_pcm, stream_pcm
@@ -51,20 +51,35 @@ class Served:
     levels: str  # where the levels came from: "stored" or "decoded"
 
 
+def levels_span(start_ms: int, duration_ms: int) -> Tuple[int, int]:
+    """The hops ``[first, end)`` of the stored levels that snapping a clip asked at ``start_ms`` reads: both
+    windows, in one ranged GET (it does not depend on the source, so it may go out beside the source's first read)."""
+    windows = [start_window(start_ms), end_window(start_ms, duration_ms)]
+    return min(w.from_ms for w in windows) // HOP_MS, max(w.to_ms for w in windows) // HOP_MS
+
+
+def read_levels(levels: LevelsArtefact, start_ms: int, duration_ms: int) -> Optional[Tuple[bytes, str]]:
+    return levels.read(*levels_span(start_ms, duration_ms))
+
+
 def served_range(
     audio: SourceAudio,
     mp3: Optional[Mp3Source],
     start_ms: int,
     duration_ms: int,
-    levels: LevelsArtefact,
+    levels: Optional[Tuple[bytes, str]],
     load_index: IndexLoader,
     ffmpeg: Callable[[], Optional[str]],
     deadline: float,
 ) -> Served:
     """The served (start, duration) of a clip asked at ``start_ms`` for ``duration_ms`` of this version of the
-    source (``mp3``: the same source read as MP3, None for other formats)."""
+    source (``mp3``: the same source read as MP3, None for other formats). ``levels``: what ``read_levels`` found
+    (used when they measured this version of the source), else the windows are decoded."""
     windows = [start_window(start_ms), end_window(start_ms, duration_ms)]
-    stored = _stored_levels(levels, windows, audio.source.etag)
+    stored = None
+    if levels is not None and levels[1] == audio.source.etag:
+        hops, first = decode_levels(levels[0]), levels_span(start_ms, duration_ms)[0]
+        stored = [hops[w.from_ms // HOP_MS - first : w.to_ms // HOP_MS - first] for w in windows]
     where = "stored"
     if stored is None:
         stored = _decoded_levels(audio, mp3, windows, load_index, ffmpeg, deadline)
@@ -73,16 +88,6 @@ def served_range(
     end_pauses = find_pauses(stored[1], windows[1])
     start, duration = snap(start_pauses, end_pauses, start_ms, duration_ms, MIN_CLIP_MS)
     return Served(start, duration, where)
-
-
-def _stored_levels(levels: LevelsArtefact, windows: Sequence[Window], etag: str) -> Optional[List[List[float]]]:
-    """Both windows' levels from one ranged GET, or None when the episode has no levels of this version."""
-    first, end = min(w.from_ms for w in windows) // HOP_MS, max(w.to_ms for w in windows) // HOP_MS
-    data = levels.read(first, end, etag)
-    if data is None:
-        return None
-    hops = decode_levels(data)
-    return [hops[w.from_ms // HOP_MS - first : w.to_ms // HOP_MS - first] for w in windows]
 
 
 def _decoded_levels(

@@ -265,31 +265,31 @@ class LevelsArtefact:
         self.key = key
         self.deadline = deadline
 
-    def read(self, first: int, end: int, source_etag: str) -> Optional[bytes]:
-        """Bytes ``[first, end)`` (fewer where the episode ends), or None when there are no levels of this
-        version of the source."""
+    def read(self, first: int, end: int) -> Optional[Tuple[bytes, str]]:
+        """(bytes ``[first, end)``, fewer where the episode ends; the ETag of the source they measured), or None
+        when there are none (or they cannot be read now). The caller checks the ETag against its source's."""
         try:
             with until(self.deadline):
                 response = self._s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={first}-{end - 1}")
                 data = response["Body"].read()
         except ClientError as error:
             if error_code(error) in ("InvalidRange", "416"):  # the window starts past the last hop
-                return b"" if self._of(source_etag) else None
+                return self._empty()
             if error_code(error) not in MISSING:
                 log.warning("cannot read %s: %r", self.key, error)
             return None
         except (BotoCoreError, StorageTimeout) as error:
             log.warning("cannot read %s: %r", self.key, error)
             return None
-        return data if response.get("Metadata", {}).get("source-etag") == source_etag else None
+        return data, response.get("Metadata", {}).get("source-etag", "")
 
-    def _of(self, source_etag: str) -> bool:
+    def _empty(self) -> Optional[Tuple[bytes, str]]:
         try:
             with until(self.deadline):
                 head = self._s3.head_object(Bucket=self.bucket, Key=self.key)
         except (ClientError, BotoCoreError, StorageTimeout):
-            return False
-        return head.get("Metadata", {}).get("source-etag") == source_etag
+            return None
+        return b"", head.get("Metadata", {}).get("source-etag", "")
 
     def save(self, data: bytes, source: SourceObject) -> bool:
         """Store the levels of this version of the source; False (logged) when S3 refused."""
