@@ -156,6 +156,21 @@ def test_levels_of_replaced_audio_are_not_used(s3, catalog_file, speech, caplog)
     assert lines[-1]["levels"] == "decoded", "the stored levels measured another version of the source"
 
 
+def test_over_a_music_bed_the_clip_still_starts_and_ends_in_the_gaps(s3, catalog_file, speech):
+    """Best effort (README): a bed 17 dB under the speech; the quiet end of a word over it can read as the start of
+    the pause, so an end is only asked to be inside the gap, not 100 ms into it."""
+    put_episode(s3, catalog_file, speech, "speech-bed.mp3")
+    with Client(app, stage_name="local") as client:
+        for start, duration in ASKED[1:]:
+            body = served(client, start, duration)
+            got_start, got_end = body["start_time_ms"], body["start_time_ms"] + body["duration_ms"]
+            gap = nearest_gap(speech, start, start - 2000, start + 250)
+            assert (gap is None and got_start == start) or (gap and 0 <= gap[1] - got_start <= 400), (start, body)
+            end = got_start + duration
+            gap = nearest_gap(speech, end, end - 2000, end + 2000, after=got_start + 1000)
+            assert (gap is None and got_end == end) or (gap and gap[0] <= got_end <= gap[1]), (start, body)
+
+
 def test_music_without_pauses_is_served_as_asked(s3, catalog_file, speech):
     put_episode(s3, catalog_file, speech, "music.mp3")
     with Client(app, stage_name="local") as client:
