@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: help run test test-fast lint lock bench bench-quick load audit layer publish-layer infra deploy require-stage \
+.PHONY: help run test test-fast lint lock bench bench-quick bench-snap load audit layer publish-layer infra deploy require-stage \
 	require-python-3.12 venv run-venv clean destroy policies check-stage source-events chromium test-tools
 
 help: ## list the targets, one line each
@@ -41,14 +41,17 @@ test: venv lint chromium test-tools ## lint, type check, then every test
 test-fast: venv test-tools ## the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
-# Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot), and `mpg123` is the second
-# decoder that must play clips as FFmpeg does (tests/test_formats.py). Installed once where possible (root with
-# apt-get, as in CI); elsewhere the tests that need them are skipped and say why (under CI=true they fail).
-test-tools: ## Debian's lame and mpg123 for the MP3 tests (apt-get, as root)
-	@command -v lame >/dev/null 2>&1 && command -v mpg123 >/dev/null 2>&1 || { \
+# Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot), `mpg123` is the second
+# decoder that must play clips as FFmpeg does (tests/test_formats.py), and `espeak-ng` speaks the phrases of the
+# snap=pause tests (tests/speech.py). Installed once where possible (root with apt-get, as in CI); elsewhere the
+# tests that need them are skipped and say why (under CI=true they fail).
+TEST_TOOLS := lame mpg123 espeak-ng
+test-tools: ## Debian's lame, mpg123 and espeak-ng for the MP3 and snap=pause tests (apt-get, as root)
+	@missing=$$(for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || echo $$tool; done); \
+	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lame mpg123 >/dev/null; \
-	  else echo "lame or mpg123 is missing and cannot be installed here (needs root and apt-get): their tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  else echo "$$missing missing and cannot be installed here (needs root and apt-get): their tests will be skipped"; fi; }
 
 # Debian's chromium, for the browser tests (the share page plays, tests/test_share_browser.py; the clips bucket's
 # CORS, tests/test_clip_cors.py): installed with apt-get when missing and run as root (as CI is); anywhere else
@@ -90,6 +93,12 @@ load: venv ## N concurrent clients against make run's stack (CLIENTS=8 SECONDS=2
 audit: venv ## known vulnerabilities in the pinned requirements (pip-audit)
 	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt \
 	  $$(grep -v '^\s*#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln " $$1}')
+
+# Not part of `make test`: only the snap=pause rows and the unsnapped ones they are compared with, into bench/rows/.
+bench-snap: venv ## snap=pause's bench rows (10-minute and 3-hour episodes) into bench/rows/ (untracked)
+	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
+	$(PY) -m bench.run --only service-miss,service-hit,snap-miss,snap-hit,snap-miss-decoded \
+	  $(if $(EPISODES),--episodes $(EPISODES))
 
 bench-quick: venv ## a quick benchmark (10-minute episodes) into bench/quick/ (untracked)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt

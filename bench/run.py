@@ -16,6 +16,7 @@ no 3-hour ones) writes bench/quick/ (untracked) and never touches the committed 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import resource
@@ -51,10 +52,23 @@ JOINED = (  # (share of the episode's length, or None for the ad; sample rate; c
     (None, 48_000, 1, ("-b:a", "64k")),
     (0.5, 44_100, 2, ("-q:a", "4")),
 )
-METHODS = ("service-miss", "service-hit", "floor", "ffmpeg-ss-url", "naive")
+METHODS = (
+    "service-miss",
+    "service-hit",
+    "snap-miss",
+    "snap-hit",
+    "snap-miss-decoded",
+    "floor",
+    "ffmpeg-ss-url",
+    "naive",
+)
+SNAP_METHODS = ("snap-miss", "snap-hit", "snap-miss-decoded")  # snap=pause, on the same clips
 LABELS = {  # the chart's and the table's plain words
     "service-miss": "this service, clip not cached yet",
     "service-hit": "this service, clip already cached",
+    "snap-miss": "this service, snap=pause, not cached yet",
+    "snap-hit": "this service, snap=pause, already cached",
+    "snap-miss-decoded": "this service, snap=pause, not cached, no stored levels",
     "floor": "lower bound: read and write only the clip's bytes",
     "ffmpeg-ss-url": "FFmpeg seeking in the episode's URL",
     "naive": "download the whole episode, then cut with FFmpeg",
@@ -145,6 +159,9 @@ def worker(name: str, rounds: int, proxy: str) -> dict:
         if name in ("10min-cbr", "10min-vbr", "3h-cbr", "3h-vbr")
         else [m for m in METHODS if m != "naive"]
     )  # the joined episode asks how the service does, not the baselines; M4A compares with the previous cut
+    only = [m for m in os.environ.get("BENCH_ONLY", "").split(",") if m]
+    methods = [m for m in methods if not only or m in only]
+    levels = _prepare_levels(name) if any(m in SNAP_METHODS for m in methods) else None
     runs: List[dict] = []
     sizes: Dict[float, int] = {}
     errors: Dict[str, str] = {}
@@ -182,7 +199,27 @@ def worker(name: str, rounds: int, proxy: str) -> dict:
             file=sys.stderr,
             flush=True,
         )
-    return {"episode": name, "runs": runs, "errors": errors}
+    return {"episode": name, "runs": runs, "errors": errors, "levels_build": levels}
+
+
+def _prepare_levels(name: str) -> dict:
+    """The episode's levels, made as cleanup_clips makes them when its audio arrives (what snap=pause reads)."""
+    from chalicelib import wiring
+    from chalicelib.clips.snapping import prepare_levels
+
+    started = time.perf_counter()
+    cpu = _cpu_ms()
+    done = prepare_levels(
+        wiring.current().s3,
+        wiring.current().clip_store,
+        SOURCE_BUCKET,
+        source_key(name),
+        guid(name),
+        ffmpeg(),
+        time.monotonic() + 900,
+    )
+    assert done.outcome == "built", done
+    return {"ms": (time.perf_counter() - started) * 1000, "cpu_ms": _cpu_ms() - cpu, "hops": done.hops}
 
 
 def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dict[float, int]):
@@ -192,6 +229,14 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
 
     start_ms = int(EPISODES[name][0] * 1000 * fraction)
     key = clip_key(guid(name), start_ms, start_ms + CLIP_MS)
+    snapped = ClipRequest(guid(name), start_ms, CLIP_MS, "pause")
+    if method in SNAP_METHODS:
+        served = sizes.get(("served", fraction))  # the served clip's key, once known
+        if method != "snap-hit":
+            for stale in {snapped.key, key, served or key}:
+                s3.delete_object(Bucket=CLIPS_BUCKET, Key=stale)
+        elif not _exists(s3, snapped.key):
+            _measure("snap-miss", name, fraction, s3, proxy, sizes)
     if method == "service-miss":
         s3.delete_object(Bucket=CLIPS_BUCKET, Key=key)
     if method == "floor" and fraction not in sizes:
@@ -205,6 +250,12 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
     if method in ("service-miss", "service-hit"):
         result = wiring.current().clips.get_clip(ClipRequest(guid(name), start_ms, CLIP_MS), time.monotonic() + 120)
         assert result.cache_hit == (method == "service-hit")
+    elif method in SNAP_METHODS:
+        with _without_stored_levels(method == "snap-miss-decoded"):
+            result = wiring.current().clips.get_clip(snapped, time.monotonic() + 120)
+        assert result.cache_hit == (method == "snap-hit")
+        assert result.cache_hit or result.levels == ("decoded" if method == "snap-miss-decoded" else "stored")
+        sizes[("served", fraction)] = result.key  # type: ignore[index]
     elif method == "floor":
         size = sizes[fraction]
         offset = int(os.path.getsize(episode_path(name)) * fraction)
@@ -241,6 +292,20 @@ def _measure(method: str, name: str, fraction: float, s3, proxy: str, sizes: Dic
             )
     elapsed = (time.perf_counter() - started) * 1000
     return elapsed, _cpu_ms() - cpu_before, _stats(proxy)
+
+
+@contextlib.contextmanager
+def _without_stored_levels(active: bool):
+    """An episode whose audio arrived before its levels were made: a snapped miss decodes its windows."""
+    from chalicelib.stores.clip_cache import LevelsArtefact
+
+    original = LevelsArtefact.read
+    if active:
+        LevelsArtefact.read = lambda self, first, end: None  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        LevelsArtefact.read = original  # type: ignore[method-assign]
 
 
 def _cpu_ms() -> float:
@@ -338,6 +403,7 @@ def main() -> None:
     parser.add_argument("--worker", nargs=3, metavar=("EPISODE", "ROUNDS", "PROXY"))
     parser.add_argument("--job", nargs=2, metavar=("JOB", "EPISODE"))
     parser.add_argument("--quick", action="store_true", help="10-minute episodes only, into bench/quick/")
+    parser.add_argument("--only", help="comma-separated methods (e.g. the snap=pause rows), into bench/rows/")
     parser.add_argument(
         "--episodes", help="only these episodes (comma-separated, e.g. 10min-m4a,3h-m4a), into bench/quick/"
     )
@@ -350,17 +416,22 @@ def main() -> None:
         job, name = args.job
         print(json.dumps(index_build(name) if job == "index" else cold_start(name)))
         return
-    run_all(args.quick, args.episodes.split(",") if args.episodes else None)
+    only = [m for m in (args.only or "").split(",") if m]
+    unknown = set(only) - set(METHODS)
+    if unknown:
+        parser.error(f"unknown methods {sorted(unknown)}; known: {', '.join(METHODS)}")
+    run_all(args.quick, only, [n for n in (args.episodes or "").split(",") if n])
 
 
-def output_dir(quick: bool) -> str:
-    """Where results go: the committed bench/ for `make bench`, bench/quick/ (gitignored) for `make bench-quick`."""
-    path = os.path.join(ROOT, "bench", "quick") if quick else os.path.join(ROOT, "bench")
+def output_dir(quick: bool, rows: bool = False) -> str:
+    """Where results go: the committed bench/ for `make bench`, bench/quick/ (gitignored) for `make bench-quick`,
+    bench/rows/ (gitignored) for a run of some methods only."""
+    path = os.path.join(ROOT, "bench", "rows" if rows else "quick" if quick else "")
     os.makedirs(path, exist_ok=True)
-    return path
+    return path.rstrip("/")
 
 
-def run_all(quick: bool, only: Optional[List[str]] = None) -> None:
+def run_all(quick: bool, only: Optional[List[str]] = None, episodes: Optional[List[str]] = None) -> None:
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -368,8 +439,8 @@ def run_all(quick: bool, only: Optional[List[str]] = None) -> None:
     from bench.s3proxy import S3Proxy
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server: no request lines among the progress
-    names = only or [n for n in EPISODES if not quick or n.startswith("10min")]
-    quick = quick or bool(only)  # a partial run never writes over the committed results
+    names = [n for n in EPISODES if (not quick or n.startswith("10min")) and (not episodes or n in episodes)]
+    quick = quick or bool(episodes)  # a partial run never writes over the committed results
     rounds = ROUNDS["quick" if quick else "full"]
     paths = {n: episode_path(n) for n in names}
     moto_port = _free_port()
@@ -380,6 +451,7 @@ def run_all(quick: bool, only: Optional[List[str]] = None) -> None:
     try:
         endpoint = f"http://127.0.0.1:{proxy.port}"
         env = _worker_env(endpoint, names, work)
+        env["BENCH_ONLY"] = ",".join(only or ())
         import boto3
 
         boto3.client(
@@ -400,14 +472,15 @@ def run_all(quick: bool, only: Optional[List[str]] = None) -> None:
             "episodes": {n: {"seconds": EPISODES[n][0], "bytes": os.path.getsize(p)} for n, p in paths.items()},
         }
         for step, name in enumerate(names, 1):
-            if not name.endswith("cbr") and name not in M4A:  # M4A has no seek index: FFmpeg reads its tables
+            if not name.endswith("cbr") and name not in M4A and not only:  # M4A: FFmpeg reads its tables
                 print(f"[{step}/{len(names)}] {name}: building its seek index ...", flush=True)
                 report["index_build"].append(_job(["--job", "index", name], env))
             print(f"[{step}/{len(names)}] {name}: warm-up and {rounds} interleaved rounds ...", flush=True)
             report["workers"].append(_job(["--worker", name, str(rounds), endpoint], env))
-        print("cold start ...", flush=True)
-        report["cold_start"] = _job(["--job", "cold", names[0]], env)
-        summarise(report, output_dir(quick))
+        if not only:
+            print("cold start ...", flush=True)
+            report["cold_start"] = _job(["--job", "cold", names[0]], env)
+        summarise(report, output_dir(quick, rows=bool(only)))
     finally:
         proxy.stop()
         moto.stop()
@@ -489,8 +562,8 @@ def summarise(report: dict, out: str) -> None:
     report["errors"] = {e["episode"]: e["errors"] for e in report["workers"] if e["errors"]}
     report["ratios"] = ratios(rows, report["episodes"])
     memory = _memory_mb()
-    miss = statistics.median(r["median_ms"] for r in rows if r["method"] == "service-miss")
-    hit = statistics.median(r["median_ms"] for r in rows if r["method"] == "service-hit")
+    miss = statistics.median([r["median_ms"] for r in rows if r["method"] == "service-miss"] or [0.0])
+    hit = statistics.median([r["median_ms"] for r in rows if r["method"] == "service-hit"] or [0.0])
 
     def cost(ms: float, mb: int) -> float:
         return 1000 * (ms / 1000 * mb / 1024 * LAMBDA_GB_SECOND_USD + LAMBDA_REQUEST_USD)
@@ -527,10 +600,13 @@ def ratios(rows: List[dict], episodes: Dict[str, dict]) -> Dict[str, Dict[str, f
             found.setdefault(name, {}).update(
                 {
                     f"{method}_over_service_miss{suffix}": value / service
-                    for method in ("naive", "ffmpeg-ss-url", "floor")
+                    for method in ("naive", "ffmpeg-ss-url", "floor", "snap-miss", "snap-miss-decoded")
                     if (value := total(name, method, key))
                 }
             )
+            hit, snap_hit = total(name, "service-hit", key), total(name, "snap-hit", key)
+            if hit and snap_hit:
+                found[name][f"snap-hit_over_service_hit{suffix}"] = snap_hit / hit
     return found
 
 
@@ -547,6 +623,15 @@ def print_table(report: dict) -> None:
     print("\nratios (each method's medians summed over the offsets, over the service's miss; _cpu: in CPU time):")
     for name, values in report["ratios"].items():
         print(f"  {name:13} " + "  ".join(f"{k}={v:.2f}" for k, v in values.items()))
+    for entry in report["workers"]:
+        if entry.get("levels_build"):
+            built = entry["levels_build"]
+            seconds = report["episodes"][entry["episode"]]["seconds"]
+            print(
+                f"  levels of {entry['episode']} (snap=pause, made at upload): {built['ms']:.0f} ms wall, "
+                f"{built['cpu_ms']:.0f} ms CPU, {built['hops']:,d} bytes; {built['cpu_ms'] / seconds * 3.6:.1f} s CPU "
+                "per hour of audio"
+            )
     for name, errors in report["errors"].items():
         for method, error in errors.items():
             print(f"  {name}: {method} failed: {error}")
@@ -558,12 +643,13 @@ def print_table(report: dict) -> None:
                 f"seek index, {entry['episode']}: {entry['ms']:.0f} ms for {entry['frames']:,} frames "
                 f"({entry['bytes_read']:,} bytes read; index {entry['index_json_bytes']:,} bytes of JSON)"
             )
-    cold = report["cold_start"]
-    print(
-        f"cold start: import {cold['import_ms']:.0f} ms, first hit {cold['first_hit_ms']:.0f} ms "
-        f"(pymongo loaded: {cold['hit_loaded_pymongo']}, FFmpeg ran: {cold['hit_ran_ffmpeg']}), "
-        f"first miss {cold['first_miss_ms']:.0f} ms"
-    )
+    cold = report.get("cold_start")  # not measured by a run of some rows only (--only)
+    if cold:
+        print(
+            f"cold start: import {cold['import_ms']:.0f} ms, first hit {cold['first_hit_ms']:.0f} ms "
+            f"(pymongo loaded: {cold['hit_loaded_pymongo']}, FFmpeg ran: {cold['hit_ran_ffmpeg']}), "
+            f"first miss {cold['first_miss_ms']:.0f} ms"
+        )
     c = report["lambda_cost_usd_per_1000"]
     print(
         f"Lambda cost per 1,000 at {c['memory_mb']} MB: misses ${c['miss']:.5f}, hits ${c['hit']:.5f}; "
@@ -575,6 +661,9 @@ def print_table(report: dict) -> None:
 COLOURS = {
     "service-miss": "#0072B2",
     "service-hit": "#56B4E9",
+    "snap-miss": "#CC79A7",
+    "snap-hit": "#F0E442",
+    "snap-miss-decoded": "#000000",
     "floor": "#009E73",
     "ffmpeg-ss-url": "#E69F00",
     "naive": "#D55E00",

@@ -80,7 +80,7 @@ class Wiring:
     def indexer(self):
         from chalicelib.clips.seek_index import UploadIndexer
 
-        return UploadIndexer(self.s3, self.clip_store)
+        return UploadIndexer(self.s3, self.clip_store, lambda: self.ffmpeg)
 
     @functools.cached_property
     def catalog(self):

@@ -26,6 +26,7 @@ from tests.test_cleanup import invoke, record, remaining, seed
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 INDEX_KEY = f"audio_clips/{EPISODE}/seek-index.json"
 LEASE_KEY = f"audio_clips/{EPISODE}/seek-index.lease"
+LEVELS_KEY = f"audio_clips/{EPISODE}/levels.bin"
 SLACK = 64 * 1024
 
 pytestmark = pytest.mark.usefixtures("stage_lambda_timeout")
@@ -102,12 +103,12 @@ def test_created_mp3_audio_is_indexed_after_its_clips_are_purged(s3, episode, ca
     seed(s3, EPISODE, 3)  # clips and an index of the old audio
     _, key = episode("vbr")
     invoke(record(key, "ObjectCreated:Put"))
-    assert remaining(s3, EPISODE) == 2, "only the new index and its (released) lease are left"
+    assert remaining(s3, EPISODE) == 3, "only the new index, its (released) lease and the new levels are left"
     index = stored_index(s3)
     assert index is not None and index.frames > 1000
     assert index.source_etag == s3.head_object(Bucket=SOURCE_BUCKET, Key=key)["ETag"]
     line = cleanup_lines(caplog)[-1]
-    assert line["clips_deleted"] == 4 and line["index"] == "built"
+    assert line["clips_deleted"] == 4 and line["index"] == "built" and line["levels"] == "built"
     assert line["index_source_bytes_read"] >= s3.head_object(Bucket=SOURCE_BUCKET, Key=key)["ContentLength"]
 
 
@@ -150,12 +151,14 @@ def test_removed_audio_builds_nothing(s3, episode, caplog, streams):
     assert "index" not in cleanup_lines(caplog)[-1]
 
 
-def test_m4a_audio_builds_nothing(s3, episode, caplog, streams):
+def test_m4a_audio_builds_no_index_only_its_levels(s3, episode, caplog, streams):
     _, key = episode("m4a")
     seed(s3, EPISODE, 2)
     invoke(record(key, "ObjectCreated:Put"))
-    assert remaining(s3, EPISODE) == 0 and streams == []
-    assert cleanup_lines(caplog)[-1]["index"] == "not-mp3"
+    listing = s3.list_objects_v2(Bucket=CLIPS_BUCKET, Prefix=f"audio_clips/{EPISODE}/")["Contents"]
+    assert [item["Key"].rsplit("/", 1)[-1] for item in listing] == ["levels.bin"]
+    assert len(streams) == 1, "the levels read the source once; the index none"
+    assert cleanup_lines(caplog)[-1]["index"] == "not-mp3" and cleanup_lines(caplog)[-1]["levels"] == "built"
 
 
 def test_a_failed_build_is_logged_and_the_purge_stands(s3, episode, caplog, monkeypatch):
@@ -167,8 +170,8 @@ def test_a_failed_build_is_logged_and_the_purge_stands(s3, episode, caplog, monk
     seed(s3, EPISODE, 3)
     invoke(record(key, "ObjectCreated:Put"))  # does not raise: Lambda does not retry
     assert not has(s3, INDEX_KEY)
-    assert [k["Key"] for k in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]] == [LEASE_KEY], (
-        "every clip purged; only the released lease remains"
+    assert [k["Key"] for k in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]] == [LEVELS_KEY, LEASE_KEY], (
+        "every clip purged; only the released lease (and the levels, made apart from the index) remain"
     )
     failure = [r for r in caplog.records if getattr(r, "fields", {}).get("event") == "index_failed"][-1]
     assert failure.levelname == "ERROR" and "disk on fire" in failure.fields["error"]

@@ -9,10 +9,11 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, NoReturn, Optional, Sequence, Tuple
 
 from chalicelib.audio.attribution import leading_id3_bytes
 from chalicelib.audio.mp3 import NotMp3, read_layout
@@ -157,7 +158,7 @@ def _cut(ffmpeg: str, url: str, demuxer: str, start_s: float, duration_s: float,
         data = Path(out).read_bytes() if os.path.exists(out) else b""
     stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
     if result.returncode != 0:
-        _raise_for(result.returncode, stderr)
+        _raise_failure(result.returncode, stderr)
     return data, stderr
 
 
@@ -232,13 +233,9 @@ def tagged_samples(data: bytes) -> Tuple[int, int]:
 
 
 def _run(command: Sequence[str], url: str, deadline: float) -> subprocess.CompletedProcess:
-    env = dict(os.environ)
-    bundle = _ca_bundle()
-    if bundle and not env.get("SSL_CERT_FILE"):
-        env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
     started = time.monotonic()
     try:
-        return subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=env)
+        return subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=_url_env())
     except subprocess.TimeoutExpired:
         raise ClipTimeout(
             "Cutting the clip took too long; try again shortly",
@@ -246,7 +243,8 @@ def _run(command: Sequence[str], url: str, deadline: float) -> subprocess.Comple
         ) from None
 
 
-def _raise_for(returncode: int, stderr: str) -> None:
+def _raise_failure(returncode: int, stderr: str) -> NoReturn:
+    """The contract's error for an FFmpeg run that failed reading or decoding the source."""
     log.warning("ffmpeg failed (exit %s): %s", returncode, stderr[-2000:])
     if _HTTP_MISSING.search(stderr):
         raise NotFound("The episode's source audio is missing from storage")
@@ -267,8 +265,13 @@ def _input(url: str, demuxer: str) -> List[str]:
 
 
 def protocols(url: str) -> str:
-    """What FFmpeg may open to read ``url``: HTTPS (over TLS and TCP), or plain HTTP to a local S3."""
-    return "https,tls,tcp" if url.startswith("https:") else "http,tcp"
+    """What FFmpeg may open to read ``url``: HTTPS (over TLS and TCP), plain HTTP to a local S3, a pipe (bytes this
+    service feeds it) or a file (a window this service cut)."""
+    if url.startswith("https:"):
+        return "https,tls,tcp"
+    if url.startswith("http:"):
+        return "http,tcp"
+    return "pipe" if url.startswith("pipe:") else "file"
 
 
 def _episode_duration_ms(stderr: str) -> Optional[int]:
@@ -277,6 +280,15 @@ def _episode_duration_ms(stderr: str) -> Optional[int]:
         return None
     hours, minutes, seconds = match.groups()
     return round((int(hours) * 3600 + int(minutes) * 60 + float(seconds)) * 1000)
+
+
+def _url_env() -> Dict[str, str]:
+    """FFmpeg's environment for reading a pre-signed HTTPS URL: the CA bundle boto3 trusts."""
+    env = dict(os.environ)
+    bundle = _ca_bundle()
+    if bundle and not env.get("SSL_CERT_FILE"):
+        env["SSL_CERT_FILE"] = bundle  # never an empty path: that would fail every HTTPS read
+    return env
 
 
 def _ca_bundle() -> Optional[str]:
@@ -351,3 +363,103 @@ def join_to_mp3(
             raise Undecodable("The episode's source audio cannot be decoded at this position", detail=stderr[-500:])
         with open(out, "rb") as handle:
             return handle.read()
+
+
+# ---------------------------------------------------------------- PCM for measuring levels (snap=pause)
+
+
+@dataclass(frozen=True)
+class PcmInput:
+    """One stretch to decode: a file or a pre-signed URL, from ``from_ms`` for ``ms`` (None: from the start, to
+    the end)."""
+
+    source: str
+    demuxer: str  # forced, never probed (see ``input_format``)
+    from_ms: Optional[int] = None
+    ms: Optional[int] = None
+
+
+def decode_pcm(ffmpeg: str, inputs: Sequence[PcmInput], rate: int, deadline: float) -> List[bytes]:
+    """Each input decoded to mono s16le at ``rate``, all by one FFmpeg process (one start-up for several
+    windows). FFmpeg seeks an MP4 by its sample tables; an MP3 window is handed over as a file already cut."""
+    with tempfile.TemporaryDirectory(prefix="pcm-") as work:
+        command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", "-rw_timeout", "5000000"]
+        outputs = []
+        for item in inputs:
+            if item.from_ms is not None:
+                command += ["-ss", f"{item.from_ms / 1000:.3f}"]
+            if item.ms is not None:
+                command += ["-t", f"{item.ms / 1000:.3f}"]
+            command += _input(item.source, item.demuxer)
+        for number in range(len(inputs)):
+            outputs.append(os.path.join(work, f"window{number}.pcm"))
+            command += ["-map", f"{number}:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-y", outputs[-1]]
+        started = time.monotonic()
+        try:
+            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=_url_env())
+        except subprocess.TimeoutExpired:
+            raise ClipTimeout(
+                "Finding the pauses took too long; try again shortly",
+                detail=f"ffmpeg (levels) killed after {time.monotonic() - started:.1f}s",
+            ) from None
+        if result.returncode != 0:
+            stderr = result.stderr.decode("utf-8", "replace")
+            for item in inputs:
+                stderr = stderr.replace(item.source, "<source>")
+            _raise_failure(result.returncode, stderr)
+        return [Path(out).read_bytes() if os.path.exists(out) else b"" for out in outputs]
+
+
+def stream_pcm(
+    ffmpeg: str, chunks: Iterable[bytes], demuxer: str, rate: int, deadline: float, consume: Callable[[bytes], None]
+) -> None:
+    """A whole source, whose bytes ``chunks`` yields in order, decoded to mono s16le at ``rate`` and handed to
+    ``consume`` as FFmpeg writes it: a three-hour episode is never held, and FFmpeg opens no URL (an MP4 whose
+    index comes after its audio cannot be read this way: Undecodable). Killed at ``deadline`` (ClipTimeout)."""
+    command = [ffmpeg, "-nostdin", "-hide_banner", "-nostats", "-v", "error", *_input("pipe:0", demuxer)]
+    command += ["-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "pipe:1"]
+    with tempfile.TemporaryFile() as errors:
+        process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=errors)
+        killer = threading.Timer(max(0.1, deadline - time.monotonic()), process.kill)
+        feeding: List[BaseException] = []
+        feeder = threading.Thread(target=_feed, args=(process, chunks, feeding), daemon=True)
+        killer.start()
+        feeder.start()
+        try:
+            assert process.stdout is not None
+            while True:
+                chunk = process.stdout.read(1 << 16)
+                if not chunk:
+                    break
+                consume(chunk)
+            returncode = process.wait()
+        finally:
+            killer.cancel()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+            feeder.join(timeout=5)
+        if feeding:
+            raise feeding[0]  # reading the source failed: its own error
+        if returncode != 0 and time.monotonic() >= deadline:
+            raise ClipTimeout("Measuring the episode's levels took too long", detail="ffmpeg (levels) killed")
+        if returncode != 0:
+            errors.seek(0)
+            _raise_failure(returncode, errors.read().decode("utf-8", "replace"))
+
+
+def _feed(process: subprocess.Popen, chunks: Iterable[bytes], failed: List[BaseException]) -> None:
+    """FFmpeg's stdin, from the source's bytes; a source read that fails is kept for the caller."""
+    assert process.stdin is not None
+    try:
+        for chunk in chunks:
+            process.stdin.write(chunk)
+    except (BrokenPipeError, ValueError):
+        pass  # FFmpeg stopped reading (it failed, or was killed): its own exit says why
+    except Exception as error:  # handed to the caller's thread
+        failed.append(error)
+    finally:
+        try:
+            process.stdin.close()
+        except (BrokenPipeError, OSError):
+            pass

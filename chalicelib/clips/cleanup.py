@@ -288,4 +288,9 @@ def _prepared_fields(prepared: Optional[Prepared]) -> dict:
         "index_ms": prepared.ms,
         "index_source_bytes_read": prepared.source_bytes_read,
         "index_error": prepared.error,
+        **(
+            {"levels": prepared.levels.outcome, "levels_ms": prepared.levels.ms, "levels_error": prepared.levels.error}
+            if prepared.levels
+            else {}
+        ),
     }

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Tuple
 
 from chalicelib.audio.cutting import Mp3Source, SeekIndex, build_index
+from chalicelib.clips.snapping import LevelsPrepared, prepare_levels
 from chalicelib.errors import ClipTimeout, NotFound, StorageTimeout, StorageUnavailable
 from chalicelib.ops import logs
 from chalicelib.stores.clip_cache import ClipStore, EpisodeArtefact
@@ -213,6 +214,7 @@ class Prepared:
     ms: float
     source_bytes_read: int = 0
     error: Optional[str] = None
+    levels: Optional[LevelsPrepared] = None  # the levels snap=pause reads (chalicelib.clips.snapping)
 
 
 def prepare_episode(s3: Any, clips: ClipStore, bucket: str, key: str, episode_id: str, deadline: float) -> Prepared:
@@ -251,16 +253,22 @@ def invocation_deadline(lambda_context: Any) -> float:
 
 
 class UploadIndexer:
-    """What cleanup_clips calls for every purged episode whose audio was created or replaced."""
+    """What cleanup_clips calls for every purged episode whose audio was created or replaced: its seek index, then
+    (with ``ffmpeg``) its levels for snap=pause."""
 
-    def __init__(self, s3: Any, clips: ClipStore):
+    def __init__(self, s3: Any, clips: ClipStore, ffmpeg: Optional[Callable[[], Optional[str]]] = None):
         self._s3 = s3
         self._clips = clips
+        self._ffmpeg = ffmpeg
 
     def for_invocation(self, lambda_context: Any) -> Callable[[str, str, str], Prepared]:
         deadline = invocation_deadline(lambda_context)
 
         def prepare(bucket: str, key: str, episode_id: str) -> Prepared:
-            return prepare_episode(self._s3, self._clips, bucket, key, episode_id, deadline)
+            prepared = prepare_episode(self._s3, self._clips, bucket, key, episode_id, deadline)
+            if self._ffmpeg is not None and prepared.outcome != "source-gone":
+                binary = self._ffmpeg()
+                prepared.levels = prepare_levels(self._s3, self._clips, bucket, key, episode_id, binary, deadline)
+            return prepared
 
         return prepare

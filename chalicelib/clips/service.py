@@ -2,28 +2,37 @@
 
 A cache hit needs only S3: the clip's metadata names the source object and the ETag it was cut from, and a
 HEAD of the source tells whether it is still current. MongoDB is asked only on a miss.
+
+A request with ``snap=pause`` is served the clip of its snapped range (``chalicelib.clips.snapping``), stored
+under that range's own key like any clip (so an unsnapped request for the same range, or another snapped request
+landing on it, shares it), plus a small record under the request's key (``{start}-{end}.snap-pause.json``) that
+names the served clip and carries its metadata: a snapped hit is one HEAD of the record and one of the source,
+as an unsnapped hit is.
 """
 
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Callable, Dict, Iterator, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio.attribution import ClipStory, tagged
 from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, duration_ms
 from chalicelib.audio.ffmpeg import input_format, transcode_to_mp3
 from chalicelib.clips.seek_index import load_or_build_index
+from chalicelib.clips.snapping import Served, read_levels, served_range
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.stores.catalog import Catalog, Episode
 from chalicelib.stores.clip_cache import ClipStore
-from chalicelib.stores.keys import SEEK_INDEX_NAME, clip_key
+from chalicelib.stores.keys import SEEK_INDEX_NAME, clip_key, clip_range, snap_key
 from chalicelib.stores.source import SourceAudio, SourceChanged
 
 log = logging.getLogger(__name__)
@@ -34,9 +43,13 @@ class ClipRequest:
     episode_id: str
     start_ms: int
     duration_ms: int
+    snap: Optional[str] = None  # "pause": start and end in pauses (contract section 6)
 
     @property
     def key(self) -> str:
+        """The clip's key; for a snapped request, its record's key (the clip lives under the served range's)."""
+        if self.snap:
+            return snap_key(self.episode_id, self.start_ms, self.start_ms + self.duration_ms, self.snap)
         return clip_key(self.episode_id, self.start_ms, self.start_ms + self.duration_ms)
 
 
@@ -57,6 +70,17 @@ class ClipResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     episode_title: Optional[str] = None  # as cleaned for people (attribution.clean_text), when the catalog has it
     podcast_title: Optional[str] = None
+    key: str = ""  # the served clip's object key
+    requested_start_ms: Optional[int] = None  # with snap: the request as asked (start_ms/duration_ms are served)
+    requested_duration_ms: Optional[int] = None
+    snap: Optional[str] = None
+    levels: Optional[str] = None  # a snapped miss: where its levels came from ("stored", "decoded")
+
+    def as_asked(self, request: ClipRequest, levels: Optional[str] = None) -> "ClipResult":
+        """This result (of the served range) answering a snapped request."""
+        self.requested_start_ms, self.requested_duration_ms = request.start_ms, request.duration_ms
+        self.snap, self.levels = request.snap, levels
+        return self
 
 
 class ClipService:
@@ -98,29 +122,39 @@ class ClipService:
         timer.lap("cache_lookup")
         if current != stored.source_etag:
             return None, True
+        key = stored.served_key or request.key  # a snapped request's record names the clip it was served
         with until(deadline):  # CloudFront's signing key is read from SSM on first use
-            url, expires = self._clips.presign(request.key, version=stored.source_etag)
-        return ClipResult(
+            url, expires = self._clips.presign(key, version=stored.source_etag)
+        result = ClipResult(
             url,
             expires,
             True,
             request.episode_id,
-            request.start_ms,
+            request.start_ms if stored.served_start_ms is None else stored.served_start_ms,
             stored.duration_ms,
             timings_ms=timer.laps,
             episode_title=stored.episode_title,
             podcast_title=stored.podcast_title,
-        ), False
+            key=key,
+        )
+        return (result.as_asked(request) if request.snap else result), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
+        episode = self._episode(request.episode_id, deadline)
+        timer.lap("catalog")
+        if request.snap:
+            return self._generate_snapped(request, episode, deadline, timer, stale)
+        return self._cut_and_store(request, episode, deadline, timer, stale)
+
+    def _episode(self, episode_id: str, deadline: float) -> Episode:
+        """The episode's catalog entry, whose source must be in an allowed bucket."""
         with until(deadline):  # the catalog's first use may fetch its secret from SSM
             catalog = self._catalog()
-        episode = catalog.find_episode(request.episode_id, deadline=deadline)
-        timer.lap("catalog")
+        episode = catalog.find_episode(episode_id, deadline=deadline)
         if episode.source_bucket not in self._allowed_buckets:
             log.error(
                 "episode %s names source bucket %r, outside SOURCE_ALLOWED_BUCKETS %s: refused",
-                request.episode_id,
+                episode_id,
                 episode.source_bucket,
                 ",".join(self._allowed_buckets),
             )
@@ -128,8 +162,96 @@ class ClipService:
                 "The episode's source audio is in a bucket this service may not read",
                 detail=f"s3://{episode.source_bucket}/{episode.source_key}",
             )
+        return episode
+
+    def _generate_snapped(
+        self, request: ClipRequest, episode: Episode, deadline: float, timer: "_Timer", stale: bool
+    ) -> ClipResult:
+        """Snap, then serve the clip of the served range (cut now; a clip of that range already stored, by another
+        request, wins the conditional PUT and is served instead), then record what was served."""
         for attempt in (1, 2):
-            audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+            with ThreadPoolExecutor(1) as pool:  # the levels do not depend on the source: both reads go out together
+                store = self._clips.levels(request.episode_id, deadline)
+                levels = pool.submit(read_levels, store, request.start_ms, request.duration_ms)
+                audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+            try:
+                served = self._served(audio, request, levels.result(), deadline)
+                break
+            except SourceChanged:
+                if attempt == 2:
+                    raise
+                log.info("source %s changed while being read; snapping again", episode.source_key)
+        timer.lap("snap")
+        target = ClipRequest(request.episode_id, served.start_ms, served.duration_ms)
+        with self._flights.hold(target.key):
+            result = self._cut_and_store(target, episode, deadline, timer, False, audio)
+        record = {
+            "served_key": target.key,
+            "start_time_ms": result.start_ms,
+            "duration_ms": result.duration_ms,
+            "requested_start_time_ms": request.start_ms,
+            "requested_duration_ms": request.duration_ms,
+            "snap": request.snap,
+            "levels": served.levels,
+        }
+        titles = {"episode-title": result.episode_title, "podcast-title": result.podcast_title}
+        self._clips.put(
+            request.key,
+            json.dumps(record).encode(),
+            audio.source,
+            request.episode_id,
+            result.duration_ms,
+            stale,
+            deadline,
+            titles,
+            served=(target.key, result.start_ms),
+        )
+        timer.lap("record")
+        result.timings_ms = timer.laps
+        return result.as_asked(request, served.levels)
+
+    def _served(
+        self, audio: SourceAudio, request: ClipRequest, levels: Optional[Tuple[bytes, str]], deadline: float
+    ) -> Served:
+        mp3 = Mp3Source.sniff(audio)
+        stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline)
+        index = functools.partial(load_or_build_index, mp3, stored, deadline) if mp3 is not None else _no_index
+        try:
+            return served_range(
+                audio, mp3, request.start_ms, request.duration_ms, levels, index, self._ffmpeg, deadline
+            )
+        except ValueError as error:
+            raise Undecodable("The episode's source audio is damaged at this position", detail=str(error)) from error
+
+    def served_request(self, request: ClipRequest, deadline: float) -> ClipRequest:
+        """The (unsnapped) request of the range a request is served: itself without ``snap``; with it, from its
+        record when one is current, else found now (without cutting)."""
+        if not request.snap:
+            return request
+        stored = self._clips.lookup(request.key, deadline)
+        if stored is not None and stored.served_start_ms is not None:
+            current = self._clips.current_etag(stored.source_bucket, stored.source_key, deadline)
+            if current == stored.source_etag and stored.served_key:
+                start, end = clip_range(stored.served_key)
+                return ClipRequest(request.episode_id, start, end - start)
+        episode = self._episode(request.episode_id, deadline)
+        audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+        levels = read_levels(self._clips.levels(request.episode_id, deadline), request.start_ms, request.duration_ms)
+        served = self._served(audio, request, levels, deadline)
+        return ClipRequest(request.episode_id, served.start_ms, served.duration_ms)
+
+    def _cut_and_store(
+        self,
+        request: ClipRequest,
+        episode: Episode,
+        deadline: float,
+        timer: "_Timer",
+        stale: bool,
+        opened: Optional[SourceAudio] = None,
+    ) -> ClipResult:
+        for attempt in (1, 2):
+            audio = opened or SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+            opened = None
             try:
                 clip = self._cut(audio, request, deadline)
                 break
@@ -162,6 +284,7 @@ class ClipService:
             timings_ms=timer.laps,
             episode_title=story.episode_title,
             podcast_title=story.podcast_title,
+            key=request.key,
         )
 
     def _store(
@@ -221,6 +344,10 @@ class ClipService:
         if not result.samples:
             raise Undecodable("The episode's source audio cannot be decoded", detail="FFmpeg wrote no audio")
         return ClipAudio(result.data, duration_ms(result.samples, result.sample_rate), "ffmpeg")
+
+
+def _no_index() -> Tuple[Any, bool]:
+    raise AssertionError("a source that is not MP3 has no seek index")
 
 
 def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:

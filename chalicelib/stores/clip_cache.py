@@ -16,7 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deadlines import until
 from chalicelib.errors import StorageTimeout
-from chalicelib.stores.keys import episode_prefix
+from chalicelib.stores.keys import LEVELS_NAME, episode_prefix
 from chalicelib.stores.s3 import CONFLICT, MISSING, PRECONDITION, error_code, failure, unavailable
 from chalicelib.stores.signing import S3UrlSigner, UrlSigner
 from chalicelib.stores.source import SourceObject
@@ -39,6 +39,8 @@ class StoredClip:
     duration_ms: int
     episode_title: Optional[str] = None  # as the catalog had them when the clip was cut: a hit never asks it
     podcast_title: Optional[str] = None
+    served_key: Optional[str] = None  # a snapped request's record: the clip it was served, and its range
+    served_start_ms: Optional[int] = None
 
 
 class ClipStore:
@@ -64,6 +66,8 @@ class ClipStore:
                 duration_ms=int(meta["duration-ms"]),
                 episode_title=_metadata_text(meta.get("episode-title")),
                 podcast_title=_metadata_text(meta.get("podcast-title")),
+                served_key=unquote(meta["served-key"]) if "served-key" in meta else None,
+                served_start_ms=int(meta["served-start-ms"]) if "served-start-ms" in meta else None,
             )
         except (KeyError, ValueError):
             return None  # written by something else: treat as absent and regenerate
@@ -94,14 +98,19 @@ class ClipStore:
         replacing: bool,
         deadline: Optional[float] = None,
         titles: Optional[Dict[str, Optional[str]]] = None,
+        served: Optional[Tuple[str, int]] = None,
     ) -> bool:
         """Store a clip in one request. A new clip never overwrites one another writer stored first
-        (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip."""
+        (``If-None-Match: *``); returns False when that happened. ``replacing`` overwrites a stale clip.
+        ``served``: this is a snapped request's record (``data`` a small JSON document) naming the clip it was
+        served, by key and start; it carries the clip's metadata, so that a hit reads it with one HEAD."""
         metadata: Dict[str, str] = {
             "episode-id": episode_id,
             **source_metadata(source),
             "duration-ms": str(duration_ms),
         }
+        if served is not None:
+            metadata.update({"served-key": quote(served[0], safe="/"), "served-start-ms": str(served[1])})
         for name, text in (titles or {}).items():  # "episode-title", "podcast-title": base64 of UTF-8 (S3 wants ASCII)
             encoded = base64.urlsafe_b64encode(text.encode("utf-8")).decode("ascii") if text else ""
             if encoded and _metadata_size(metadata) + len(name) + len(encoded) <= METADATA_LIMIT:
@@ -113,7 +122,7 @@ class ClipStore:
                     Bucket=self.bucket,
                     Key=key,
                     Body=data,
-                    ContentType="audio/mpeg",
+                    ContentType="audio/mpeg" if served is None else "application/json",
                     CacheControl=CLIP_CACHE_CONTROL,
                     Metadata=metadata,
                     **extra,
@@ -143,6 +152,9 @@ class ClipStore:
     ) -> "EpisodeArtefact":
         """An artefact beside the episode's clips, made from ``source`` (recorded in its metadata as clips do)."""
         return EpisodeArtefact(self._s3, self.bucket, episode_prefix(episode_id) + name, deadline, source)
+
+    def levels(self, episode_id: str, deadline: Optional[float] = None) -> "LevelsArtefact":
+        return LevelsArtefact(self._s3, self.bucket, episode_prefix(episode_id) + LEVELS_NAME, deadline)
 
 
 def source_metadata(source: SourceObject) -> Dict[str, str]:
@@ -275,3 +287,57 @@ class EpisodeArtefact:
         except BotoCoreError as error:
             raise unavailable(f"writing {self.key}", error) from None
         return str(response["ETag"])
+
+
+class LevelsArtefact:
+    """An episode's hop levels (``chalicelib.audio.pauses``: one byte a 10 ms hop), made when its audio arrives and
+    read a few seconds at a time by ranged GETs. Its metadata names the version (ETag) of the source it measured.
+    An optimisation only: unreadable, absent or of another version means "decode the window instead"."""
+
+    def __init__(self, s3, bucket: str, key: str, deadline: Optional[float] = None):
+        self._s3 = s3
+        self.bucket = bucket
+        self.key = key
+        self.deadline = deadline
+
+    def read(self, first: int, end: int) -> Optional[Tuple[bytes, str]]:
+        """(bytes ``[first, end)``, fewer where the episode ends; the ETag of the source they measured), or None
+        when there are none (or they cannot be read now). The caller checks the ETag against its source's."""
+        try:
+            with until(self.deadline):
+                response = self._s3.get_object(Bucket=self.bucket, Key=self.key, Range=f"bytes={first}-{end - 1}")
+                data = response["Body"].read()
+        except ClientError as error:
+            if error_code(error) in ("InvalidRange", "416"):  # the window starts past the last hop
+                return self._empty()
+            if error_code(error) not in MISSING:
+                log.warning("cannot read %s: %r", self.key, error)
+            return None
+        except (BotoCoreError, StorageTimeout) as error:
+            log.warning("cannot read %s: %r", self.key, error)
+            return None
+        return data, response.get("Metadata", {}).get(SOURCE_ETAG_KEY, "")
+
+    def _empty(self) -> Optional[Tuple[bytes, str]]:
+        try:
+            with until(self.deadline):
+                head = self._s3.head_object(Bucket=self.bucket, Key=self.key)
+        except (ClientError, BotoCoreError, StorageTimeout):
+            return None
+        return b"", head.get("Metadata", {}).get(SOURCE_ETAG_KEY, "")
+
+    def save(self, data: bytes, source: SourceObject) -> bool:
+        """Store the levels of this version of the source; False (logged) when S3 refused."""
+        try:
+            with until(self.deadline):
+                self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=data,
+                    ContentType="application/octet-stream",
+                    Metadata=source_metadata(source),
+                )
+        except (ClientError, BotoCoreError, StorageTimeout) as error:
+            log.warning("cannot write %s: %r", self.key, error)
+            return False
+        return True

@@ -7,6 +7,7 @@ from typing import Tuple
 
 CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
+LEVELS_NAME = "levels.bin"  # the episode's loudness, one byte a 10 ms hop (snap=pause reads a few seconds of it)
 S3_SCHEME = "s3://"
 
 EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -19,6 +20,17 @@ def is_episode_id(text: str) -> bool:
 
 def clip_key(episode_id: str, start_ms: int, end_ms: int) -> str:
     return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.mp3"
+
+
+def clip_range(key: str) -> Tuple[int, int]:
+    """(start_ms, end_ms) of a clip's key (``clip_key``)."""
+    start, _, end = key.rsplit("/", 1)[-1].removesuffix(".mp3").partition("-")
+    return int(start), int(end)
+
+
+def snap_key(episode_id: str, start_ms: int, end_ms: int, snap: str) -> str:
+    """Where a request asked with ``snap`` finds the clip it was served (a small object beside the clips)."""
+    return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.snap-{snap}.json"
 
 
 def episode_prefix(episode_id: str) -> str:

@@ -7,7 +7,7 @@ import json
 import os
 import time
 from datetime import datetime
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 from chalice import Response
 
@@ -35,6 +35,8 @@ def clip_response(result: ClipResult, request: ParsedClipRequest, base_url: str)
         regenerated_stale=result.regenerated_stale,
         index_built=result.index_built,
         timings_ms=result.timings_ms,
+        snap=result.snap,
+        levels=result.levels,
     )
     if request.redirect:
         return Response(body="", status_code=302, headers={"Location": result.clip_url, "Cache-Control": "no-store"})
@@ -46,17 +48,22 @@ def clip_response(result: ClipResult, request: ParsedClipRequest, base_url: str)
         "start_time_ms": result.start_ms,
         "duration_ms": result.duration_ms,
         "generation_time_ms": generation_ms,
-        "play_url": links.play_url(base_url, result.episode_id, request.clip.start_ms, request.clip.duration_ms),
     }
-    body.update(sharing_fields(result, base_url, request.clip.duration_ms))
+    asked = request.clip
+    if asked.snap:  # start_time_ms and duration_ms above are the served ones
+        body.update(requested_start_time_ms=asked.start_ms, requested_duration_ms=asked.duration_ms, snap=asked.snap)
+    body["play_url"] = links.play_url(base_url, result.episode_id, asked.start_ms, asked.duration_ms, asked.snap)
+    body.update(sharing_fields(result, base_url, asked.start_ms, asked.duration_ms, asked.snap))
     return Response(body=body, status_code=200, headers={"Cache-Control": "no-store"})
 
 
-def sharing_fields(result: ClipResult, base: str, requested_duration_ms: int) -> Dict[str, Any]:
+def sharing_fields(
+    result: ClipResult, base: str, requested_start_ms: int, requested_duration_ms: int, snap: Optional[str] = None
+) -> Dict[str, Any]:
     """``share_url`` (with ``base``, this service's absolute base; for the clip as requested, as ``play_url``), the
     titles the catalog has, and a Podcasting 2.0 ``soundbite`` of the clip served, for the episode's feed."""
     story = ClipStory.of(result.start_ms, result.duration_ms, result.episode_title, result.podcast_title)
-    share_url = links.share_url(base, result.episode_id, result.start_ms, requested_duration_ms)
+    share_url = links.share_url(base, result.episode_id, requested_start_ms, requested_duration_ms, snap)
     fields: Dict[str, Any] = {"share_url": share_url}
     if story.episode_title:
         fields["episode_title"] = story.episode_title

@@ -11,7 +11,7 @@ Without a request context domain (``chalice local``, Chalice's test client: no A
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 from urllib.parse import quote, urlencode
 
 CLIP_ROUTE = "/api/v1/audio_clips/"
@@ -53,23 +53,28 @@ def stage_prefix(request: Any) -> str:
     return prefix if _PATH.fullmatch(prefix) else ""
 
 
-def clip_query(start_ms: int, duration_ms: int, **extra: str) -> str:
-    return urlencode({"start_time_ms": start_ms, "duration_ms": duration_ms, **extra})
+def clip_query(start_ms: int, duration_ms: int, snap: Optional[str] = None, **extra: str) -> str:
+    """The query naming a clip as asked: its start, duration and, when asked, ``snap``."""
+    fields: Dict[str, object] = {"start_time_ms": start_ms, "duration_ms": duration_ms}
+    if snap:
+        fields["snap"] = snap
+    return urlencode({**fields, **extra})
 
 
-def play_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
+def play_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap: Optional[str] = None) -> str:
     """The clip route answering 302 to a fresh clip URL: never expires, what clients should store."""
-    return f"{base}{CLIP_ROUTE}{quote(episode_id, safe=':')}?{clip_query(start_ms, duration_ms, redirect='true')}"
+    query = clip_query(start_ms, duration_ms, snap, redirect="true")
+    return f"{base}{CLIP_ROUTE}{quote(episode_id, safe=':')}?{query}"
 
 
-def share_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
+def share_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap: Optional[str] = None) -> str:
     """The clip's share page, for people."""
-    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}?{clip_query(start_ms, duration_ms)}"
+    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}?{clip_query(start_ms, duration_ms, snap)}"
 
 
-def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
+def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap: Optional[str] = None) -> str:
     """The clip's small player page, for iframes (``twitter:player``, oEmbed)."""
-    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/embed?{clip_query(start_ms, duration_ms)}"
+    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/embed?{clip_query(start_ms, duration_ms, snap)}"
 
 
 def oembed_url(base: str, share: str) -> str:

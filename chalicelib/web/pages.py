@@ -81,13 +81,13 @@ def clip_page(
         timings_ms=result.timings_ms,
     )
     base = links.base_url(request, wiring.declared.public_base_url)
-    args = (base, parsed.episode_id, parsed.start_ms, parsed.duration_ms)  # the clip as asked, as play_url names it
+    args = (base, parsed.episode_id, parsed.start_ms, parsed.duration_ms, parsed.snap)  # as asked, as play_url
     share = links.share_url(*args)
     clip = urlsplit(result.clip_url)
     return ClipPage(
-        story=clip_story(episode, parsed.start_ms, result.duration_ms)
+        story=clip_story(episode, result.start_ms, result.duration_ms)  # the range served (snapped or as asked)
         if episode is not None
-        else ClipStory.of(parsed.start_ms, result.duration_ms, result.episode_title, result.podcast_title),
+        else ClipStory.of(result.start_ms, result.duration_ms, result.episode_title, result.podcast_title),
         share_url=share,
         play_url=links.play_url(*args),
         embed_url=links.embed_url(*args),

@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 from urllib.parse import unquote
 
 from chalicelib.clips.service import ClipRequest
+from chalicelib.clips.snapping import SNAP_VALUES
 from chalicelib.errors import BadRequest
 from chalicelib.settings import DEFAULT_CLIP_MS, MIN_CLIP_MS
 from chalicelib.stores.keys import is_episode_id
@@ -37,7 +38,18 @@ def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_
     query = query or {}
     start = _integer(query, "start_time_ms", None, 0, None)
     duration = _integer(query, "duration_ms", DEFAULT_CLIP_MS, MIN_CLIP_MS, max_clip_ms)
-    return ParsedClipRequest(ClipRequest(episode_id, start, duration), boolean(query, "redirect"))
+    return ParsedClipRequest(ClipRequest(episode_id, start, duration, snap(query)), boolean(query, "redirect"))
+
+
+def snap(query: Mapping[str, str]) -> Optional[str]:
+    """``snap``: absent (the clip as asked) or one of SNAP_VALUES (contract section 6)."""
+    raw = query.get("snap")
+    if raw is None:
+        return None
+    if raw not in SNAP_VALUES:
+        allowed = " or ".join(f"'{value}'" for value in SNAP_VALUES)
+        raise BadRequest(f"snap must be {allowed} (or left out for the clip as asked), got {raw[:20]!r}")
+    return raw
 
 
 def boolean(query: Optional[Mapping[str, str]], name: str) -> bool:
