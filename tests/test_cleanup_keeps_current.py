@@ -19,6 +19,7 @@ pytestmark = pytest.mark.usefixtures("stage_lambda_timeout")
 
 PREFIX = f"audio_clips/{EPISODE}/"
 INDEX, LEASE = PREFIX + "seek-index.json", PREFIX + "seek-index.lease"
+LEVELS = PREFIX + "levels.bin"  # snap=pause's levels, measured when the audio's created event is handled
 
 
 def s3_record(key: str, name: str, etag: str = "") -> dict:
@@ -100,18 +101,18 @@ def test_a_late_created_event_of_the_old_audio_keeps_what_was_made_from_the_new(
         if shape == "s3"
         else eventbridge(key, "Object Created", v1)
     )
-    assert keys(s3) == {new, INDEX, LEASE}, "the clip of v1 is gone; the clip, index and lease of v2 stay"
+    assert keys(s3) == {new, INDEX, LEASE, LEVELS}, "the clip of v1 is gone; what was made from v2 stays"
 
 
 def test_the_new_audios_own_event_replayed_twice_keeps_its_clip_and_index(s3, replaced, caplog):
     key, v1, v2, old, new = replaced
     for _ in range(2):
         deliver({"Records": [s3_record(key, "ObjectCreated:Put", v2)]})
-    assert keys(s3) == {new, INDEX, LEASE}
+    assert keys(s3) == {new, INDEX, LEASE, LEVELS}
     lines = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "cleanup"]
     assert [(line["clips_deleted"], line["kept"], line["index"]) for line in lines] == [
         (1, 3, "current"),
-        (0, 3, "current"),
+        (0, 4, "current"),  # the first one made the levels too
     ]
     assert lines[0]["source_etag"] == v2 and not lines[0].get("late")
 
@@ -146,8 +147,8 @@ def test_artefacts_that_record_no_version_are_purged_and_those_of_another_live_k
     s3.put_object(Bucket=CLIPS_BUCKET, Key=PREFIX + "waveform-0-5000.json", Body=b"{}", Metadata=meta)
     s3.put_object(Bucket=CLIPS_BUCKET, Key=PREFIX + "legacy-index.json", Body=b"{}")
     deliver({"Records": [s3_record(key, "ObjectCreated:Put", v2)]})
-    assert keys(s3) == {new, INDEX, LEASE, PREFIX + "waveform-0-5000.json"}
-    assert remaining(s3, EPISODE) == 4
+    assert keys(s3) == {new, INDEX, LEASE, LEVELS, PREFIX + "waveform-0-5000.json"}
+    assert remaining(s3, EPISODE) == 5
 
 
 def test_each_delete_is_conditional_on_the_etag_the_artefact_was_looked_at_with(s3, replaced):

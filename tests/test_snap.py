@@ -26,6 +26,8 @@ from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET, episode_doc, so
 from tests.speech import Speech, make_speech, require_espeak
 from tests.test_cleanup import invoke, record
 
+pytestmark = pytest.mark.usefixtures("stage_lambda_timeout")  # cleanup_clips with its stage's 120 s
+
 ROUTE = f"/api/v1/audio_clips/{EPISODE}"
 # (asked start, asked duration): gaps of 160 to 1,500 ms near both ends, and boundaries with no gap in reach
 ASKED = [
@@ -128,13 +130,18 @@ def test_levels_stored_at_upload_place_the_same_clips_as_decoded_windows(s3, cat
     key = put_episode(s3, catalog_file, speech, "speech-cbr.mp3")
     with Client(app, stage_name="local") as client:
         decoded = [served(client, *asked) for asked in ASKED[1:6]]
-    invoke(record(key, "ObjectCreated:Put"))  # purges those clips; stores the new audio's levels
+    invoke(record(key, "ObjectCreated:Put"))  # keeps those clips (cut from the current audio); stores its levels
     assert s3.head_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/levels.bin")["ContentLength"] == round(
         speech.seconds * 100
     )
+    listed = s3.list_objects_v2(Bucket=CLIPS_BUCKET, Prefix=f"audio_clips/{EPISODE}/")["Contents"]
+    clips = [o["Key"] for o in listed if o["Key"].endswith((".mp3", ".snap-pause.json"))]
+    assert len(clips) >= 5, "a late event of the current audio keeps its clips"
+    for clip in clips:  # so that the same requests are misses again, now with the stored levels
+        s3.delete_object(Bucket=CLIPS_BUCKET, Key=clip)
     with Client(app, stage_name="local") as client:
         stored = [served(client, *asked) for asked in ASKED[1:6]]
-    assert [b["cache_hit"] for b in stored] == [False] * 5, "the upload purged them"
+    assert [b["cache_hit"] for b in stored] == [False] * 5
     for asked, body in zip(ASKED[1:6], stored, strict=True):
         assert_snapped_per_contract(speech, asked, body)
     lines = [r.fields for r in caplog.records if getattr(r, "fields", {}).get("event") == "request"]
@@ -258,6 +265,7 @@ def test_snapped_clips_are_purged_with_the_others(s3, catalog_file, speech):
     with Client(app, stage_name="local") as client:
         served(client, 5500, 10_000)
     assert s3.list_objects_v2(Bucket=CLIPS_BUCKET)["KeyCount"] == 2
+    s3.delete_object(Bucket=SOURCE_BUCKET, Key=key)  # the audio is gone: what was made from it goes too
     invoke(record(key, "ObjectRemoved:Delete"))
     assert s3.list_objects_v2(Bucket=CLIPS_BUCKET)["KeyCount"] == 0
 
