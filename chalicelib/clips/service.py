@@ -57,6 +57,8 @@ class ClipResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     episode_title: Optional[str] = None  # as cleaned for people (attribution.clean_text), when the catalog has it
     podcast_title: Optional[str] = None
+    key: str = ""  # the served clip's object: what its waveform and card are derived from (clips/pictures.py)
+    source_etag: Optional[str] = None  # the source version the served clip was cut from
 
 
 class ClipService:
@@ -110,6 +112,8 @@ class ClipService:
             timings_ms=timer.laps,
             episode_title=stored.episode_title,
             podcast_title=stored.podcast_title,
+            key=request.key,
+            source_etag=stored.source_etag,
         ), False
 
     def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
@@ -162,6 +166,8 @@ class ClipService:
             timings_ms=timer.laps,
             episode_title=story.episode_title,
             podcast_title=story.podcast_title,
+            key=request.key,
+            source_etag=version,
         )
 
     def _store(

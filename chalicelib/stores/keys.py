@@ -7,6 +7,8 @@ from typing import Tuple
 
 CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
+WAVEFORM_NAME = "waveform.json"
+CARD_NAME = "card.png"
 S3_SCHEME = "s3://"
 
 EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -19,6 +21,12 @@ def is_episode_id(text: str) -> bool:
 
 def clip_key(episode_id: str, start_ms: int, end_ms: int) -> str:
     return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.mp3"
+
+
+def beside_clip(clip_key: str, name: str) -> str:
+    """The key of an artefact derived from one clip (its waveform, its card), beside it under the episode's prefix
+    so that the cleanup purges it with the clip: ``audio_clips/{guid}/{start}-{end}.{name}``."""
+    return f"{clip_key.removesuffix('.mp3')}.{name}"
 
 
 def episode_prefix(episode_id: str) -> str:

@@ -39,6 +39,14 @@ def parse_clip_request(episode_id: str, query: Optional[Mapping[str, str]], max_
     return ParsedClipRequest(ClipRequest(episode_id, start, duration), boolean(query, "redirect"))
 
 
+def refuse_snap(query: Optional[Mapping[str, str]]) -> None:
+    """``snap`` (contract section 6) is not served yet: any value is a 400 rather than a clip that ignores it.
+    Issue 22 replaces this with ``snap`` in ``parse_clip_request``; the waveform and card routes then follow it
+    with no other change (they derive from whatever clip ``ClipService.get_clip`` serves)."""
+    if query and "snap" in query:
+        raise BadRequest(f"snap is not supported yet, got {query['snap'][:20]!r}: leave it out")
+
+
 def boolean(query: Optional[Mapping[str, str]], name: str) -> bool:
     raw = (query or {}).get(name, "false")
     if raw.lower() not in ("true", "false"):
