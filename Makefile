@@ -41,13 +41,14 @@ test: venv lint chromium test-tools ## lint, type check, then every test
 test-fast: venv test-tools ## the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
-# Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot). Installed once where
-# possible (root with apt-get, as in CI); elsewhere the tests that need it are skipped and say why.
-test-tools: ## Debian's lame for the MP3 quirk tests (apt-get, as root)
-	@command -v lame >/dev/null 2>&1 || { \
+# Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot); Debian's libfribidi0 lets
+# Pillow's Raqm layout draw the reference the card's right-to-left titles are compared with (tests/test_card.py).
+# Installed once where possible (root with apt-get, as in CI); elsewhere the tests that need them are skipped.
+test-tools: ## Debian's lame and libfribidi0 for the MP3 quirk and card tests (apt-get, as root)
+	@{ command -v lame >/dev/null 2>&1 && { ldconfig -p 2>/dev/null | grep -q 'libfribidi\.so\.0'; }; } || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lame >/dev/null; \
-	  else echo "lame is missing and cannot be installed here (needs root and apt-get): its tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq lame libfribidi0 >/dev/null; \
+	  else echo "lame or libfribidi0 is missing and cannot be installed here (needs root and apt-get): their tests will be skipped"; fi; }
 
 # Debian's chromium, for the browser tests (the share page plays, tests/test_share_browser.py; the clips bucket's
 # CORS, tests/test_clip_cors.py): installed with apt-get when missing and run as root (as CI is); anywhere else

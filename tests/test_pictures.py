@@ -163,3 +163,51 @@ def test_the_card_errors_are_the_share_pages_html_pages(client, s3, loudness_epi
     response = client.http.get("/clips/no-such-episode/card.png?start_time_ms=1000")
     assert response.status_code == 404 and response.headers["Content-Type"].startswith("text/html")
     assert s3.list_objects_v2(Bucket=CLIPS_BUCKET).get("KeyCount", 0) == 0
+
+
+# ---------------------------------------------------------------- the share page
+
+
+def test_the_share_page_names_its_card_and_the_card_url_answers_the_png(client, s3, loudness_episode):
+    from tests.test_share_page import Page
+
+    response = client.http.get(f"/clips/{EPISODE}?start_time_ms=5000&duration_ms=10000")
+    assert response.status_code == 200
+    page = Page(response.body.decode())
+    meta = page.meta()
+    card_url = f"http://localhost/clips/{EPISODE}/card.png?start_time_ms=5000&duration_ms=10000"
+    assert meta["og:image"] == card_url and meta["twitter:image"] == card_url
+    assert (meta["og:image:width"], meta["og:image:height"], meta["og:image:type"]) == ("1200", "630", "image/png")
+    assert "0:05 to 0:15" in meta["og:image:alt"] and "waveform" in meta["og:image:alt"]
+    assert meta["twitter:card"] == "player"
+    location = urlsplit(card_url)
+    _, obj, png = card_object(s3, client.http.get(f"{location.path}?{location.query}"))
+    assert obj["ContentType"] == "image/png" and Image.open(io.BytesIO(png)).size == (1200, 630)
+
+
+def test_the_share_page_draws_the_clips_waveform_without_script(client, loudness_episode):
+    from tests.test_share_page import Page
+
+    text = client.http.get(f"/clips/{EPISODE}?start_time_ms=5000&duration_ms=10000").body.decode()
+    page = Page(text)
+    svg = page.first("svg")
+    assert svg["role"] == "img" and svg["aria-label"] == "Waveform of the clip"
+    assert "script" not in page.names() and "<script" not in text
+    strokes = [[int(n) for n in part.replace("V", " ").split()] for part in page.first("path")["d"].split("M") if part]
+    heights = [bottom - top for _, top, bottom in strokes]
+    assert len(heights) == 90
+    assert min(heights[:40]) > 5 * max(heights[50:]), "tall bars where the clip is loud (its first half)"
+    assert text.index("<svg") < text.index("<audio"), "above the player, as its picture"
+
+
+def test_the_share_page_is_served_without_the_waveform_when_it_cannot_be_had(client, loudness_episode, monkeypatch):
+    from tests.test_share_page import Page
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("FFmpeg crashed")
+
+    monkeypatch.setattr(pictures_module.ClipPictures, "waveform_of", broken)
+    response = client.http.get(f"/clips/{EPISODE}?start_time_ms=5000&duration_ms=10000")
+    assert response.status_code == 200
+    page = Page(response.body.decode())
+    assert "svg" not in page.names() and page.first("audio") is not None
