@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: help run test test-fast lint lock bench bench-quick load audit layer publish-layer infra deploy require-stage \
+.PHONY: help run test test-fast lint lock bench bench-quick bench-pictures load audit layer publish-layer infra deploy require-stage \
 	require-python-3.12 venv run-venv clean destroy policies check-stage source-events chromium test-tools
 
 help: ## list the targets, one line each
@@ -90,6 +90,10 @@ load: venv ## N concurrent clients against make run's stack (CLIENTS=8 SECONDS=2
 audit: venv ## known vulnerabilities in the pinned requirements (pip-audit)
 	$(PY) -m pip_audit --strict --progress-spinner off -r requirements.txt -r requirements-dev.txt \
 	  $$(grep -v '^\s*#' .pip-audit-ignore | awk 'NF {print "--ignore-vuln " $$1}')
+
+# Not part of `make test`: a clip's waveform and card, cold (fresh processes) and warm; writes bench/pictures.json.
+bench-pictures: venv ## what a waveform and a card cost, cold and warm (RUNS=5)
+	$(PY) -m bench.pictures --runs $(or $(RUNS),5)
 
 bench-quick: venv ## a quick benchmark (10-minute episodes) into bench/quick/ (untracked)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
