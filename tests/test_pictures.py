@@ -211,3 +211,26 @@ def test_the_share_page_is_served_without_the_waveform_when_it_cannot_be_had(cli
     assert response.status_code == 200
     page = Page(response.body.decode())
     assert "svg" not in page.names() and page.first("audio") is not None
+
+
+def test_an_m4a_episodes_clip_has_its_waveform_too(moto_server, audio, catalog_file):
+    """FFmpeg transcodes an M4A source's clip to MP3 (reading the source over S3's HTTP: moto's server here)."""
+    key = source_key(EPISODE, "episode.m4a")
+    moto_server.put_object(Bucket=SOURCE_BUCKET, Key=key, Body=audio["m4a"].data, ContentType="audio/mp4")
+    catalog_file([episode_doc(EPISODE, key)])
+    with Client(app, stage_name="local") as client:
+        response = get_waveform(client, "start_time_ms=3000&duration_ms=5000")
+    assert response.status_code == 200, response.body
+    wave = json.loads(response.body)
+    assert 100 <= wave["length"] <= 2000 and max(wave["data"]) > 4
+
+
+def test_the_waveform_and_the_card_are_purged_with_the_episodes_clips(client, s3, loudness_episode):
+    from tests.test_cleanup import invoke, record
+
+    assert get_waveform(client, "start_time_ms=1000&duration_ms=4000").status_code == 200
+    assert client.http.get(f"/clips/{EPISODE}/card.png?start_time_ms=1000&duration_ms=4000").status_code == 302
+    keys = {o["Key"] for o in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]}
+    assert {f"audio_clips/{EPISODE}/1000-5000.{name}" for name in ("mp3", "waveform.json", "card.png")} <= keys
+    invoke(record(loudness_episode))
+    assert s3.list_objects_v2(Bucket=CLIPS_BUCKET).get("KeyCount", 0) == 0

@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deadlines import until
-from chalicelib.errors import NotFound, StorageTimeout
+from chalicelib.errors import StorageTimeout, StorageUnavailable
 from chalicelib.stores.keys import episode_prefix
 from chalicelib.stores.s3 import CONFLICT, MISSING, PRECONDITION, error_code, failure, unavailable
 from chalicelib.stores.signing import S3UrlSigner, UrlSigner
@@ -144,14 +144,17 @@ class ClipStore:
         return True
 
     def read_clip(self, key: str, deadline: Optional[float] = None) -> Tuple[bytes, Provenance]:
-        """The clip's bytes and the source version its metadata says it was cut from; NotFound if it is gone."""
+        """The clip's bytes and the source version its metadata says it was cut from. A clip purged since it was
+        served (its source replaced a moment ago) is a 503: asked again, it is cut from the new audio."""
         try:
             with until(deadline):
                 response = self._s3.get_object(Bucket=self.bucket, Key=key)
                 data = response["Body"].read()
         except ClientError as error:
             if error_code(error) in MISSING:
-                raise NotFound("The clip is no longer cached; ask again") from None
+                raise StorageUnavailable(
+                    "The clip was replaced while its picture was being drawn; try again shortly", detail=key
+                ) from None
             raise failure("reading the clip cache", error) from None
         except BotoCoreError as error:
             raise failure("reading the clip cache", error) from None
