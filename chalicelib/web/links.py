@@ -1,5 +1,5 @@
 """Absolute links to this service's own routes: the lasting ``play_url`` and the ``share_url`` of a clip, its
-embeddable player, its card and its waveform.
+embeddable player and its card.
 
 The base is ``PUBLIC_BASE_URL`` when set (a custom domain); otherwise the scheme, host and stage path of the
 request being served, so that a link handed out behind API Gateway's ``/<stage>`` path keeps that path.
@@ -60,11 +60,6 @@ def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> st
 def card_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
     """The clip's share card, a 1200 x 630 PNG (``og:image``, ``twitter:image``)."""
     return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/card.png?{clip_query(start_ms, duration_ms)}"
-
-
-def waveform_url(base: str, episode_id: str, start_ms: int, duration_ms: int) -> str:
-    """The clip's waveform, audiowaveform JSON."""
-    return f"{base}{CLIP_ROUTE}{quote(episode_id, safe=':')}/waveform?{clip_query(start_ms, duration_ms)}"
 
 
 def oembed_url(base: str, share: str) -> str:
