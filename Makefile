@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: help run test test-fast lint lock bench bench-quick bench-snap load audit layer publish-layer infra deploy require-stage \
+.PHONY: help run test test-fast lint lock bench bench-quick bench-snap bench-pictures load audit layer publish-layer infra deploy require-stage \
 	require-python-3.12 venv run-venv clean destroy policies check-stage source-events chromium test-tools
 
 help: ## list the targets, one line each
@@ -42,12 +42,14 @@ test-fast: venv test-tools ## the tests not marked slow
 	$(PY) -m pytest -m "not slow"
 
 # Debian's `lame` writes the CRC-protected MP3s that tests cut (FFmpeg's encoder cannot), `mpg123` is the second
-# decoder that must play clips as FFmpeg does (tests/test_formats.py), and `espeak-ng` speaks the phrases of the
-# snap=pause tests (tests/speech.py). Installed once where possible (root with apt-get, as in CI); elsewhere the
-# tests that need them are skipped and say why (under CI=true they fail).
+# decoder that must play clips as FFmpeg does (tests/test_formats.py), `espeak-ng` speaks the phrases of the
+# snap=pause tests (tests/speech.py), and `libfribidi0` lets Pillow's Raqm layout draw the reference that the card's
+# right-to-left titles are compared with (tests/test_card.py). Installed once where possible (root with apt-get, as
+# in CI); elsewhere the tests that need them are skipped and say why (under CI=true they fail).
 TEST_TOOLS := lame mpg123 espeak-ng
-test-tools: ## Debian's lame, mpg123 and espeak-ng for the MP3 and snap=pause tests (apt-get, as root)
-	@missing=$$(for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || echo $$tool; done); \
+test-tools: ## Debian's lame, mpg123, espeak-ng and libfribidi0 for the audio, snap=pause and card tests (apt-get, as root)
+	@missing=$$(for tool in $(TEST_TOOLS); do command -v $$tool >/dev/null 2>&1 || echo $$tool; done; \
+	  ldconfig -p 2>/dev/null | grep -q 'libfribidi\.so\.0' || echo libfribidi0); \
 	[ -z "$$missing" ] || { \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -99,6 +101,10 @@ bench-snap: venv ## snap=pause's bench rows (10-minute and 3-hour episodes) into
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
 	$(PY) -m bench.run --only service-miss,service-hit,snap-miss,snap-hit,snap-miss-decoded \
 	  $(if $(EPISODES),--episodes $(EPISODES))
+
+# Not part of `make test`: a clip's waveform and card, cold (fresh processes) and warm; writes bench/pictures.json.
+bench-pictures: venv ## what a waveform and a card cost, cold and warm (RUNS=5)
+	$(PY) -m bench.pictures --runs $(or $(RUNS),5)
 
 bench-quick: venv ## a quick benchmark (10-minute episodes) into bench/quick/ (untracked)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt

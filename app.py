@@ -5,7 +5,7 @@ from chalice import Chalice, Rate
 from chalicelib import wiring
 from chalicelib.clips import cleanup
 from chalicelib.ops import health, logs, tracing
-from chalicelib.web import api, links, middleware, pages, params
+from chalicelib.web import api, links, middleware, pages, params, pictures
 
 app = Chalice(app_name="audio-clips")
 logs.configure()
@@ -38,9 +38,23 @@ def audio_clip_preflight(episode_id):
     return middleware.preflight()
 
 
+@app.route("/api/v1/audio_clips/{episode_id}/waveform", methods=["GET"])
+def get_clip_waveform(episode_id):
+    return pictures.waveform_response(
+        app.current_request, wiring.current(), episode_id, params.deadline(app.lambda_context)
+    )
+
+
 @app.route("/clips/{episode_id}", methods=["GET"])
 def clip_share_page(episode_id):
     return pages.share_page(app.current_request, wiring.current(), episode_id, params.deadline(app.lambda_context))
+
+
+@app.route("/clips/{episode_id}/card.png", methods=["GET"])
+def clip_card(episode_id):
+    return pictures.card_response(
+        app.current_request, wiring.current(), episode_id, params.deadline(app.lambda_context)
+    )
 
 
 @app.route("/clips/{episode_id}/embed", methods=["GET"])

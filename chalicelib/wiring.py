@@ -123,6 +123,12 @@ class Wiring:
             allowed_buckets=self.declared.source_allowed_buckets,
         )
 
+    @functools.cached_property
+    def pictures(self):
+        from chalicelib.clips.pictures import ClipPictures
+
+        return ClipPictures(self.clips, self.clip_store, lambda: self.ffmpeg)
+
 
 @functools.lru_cache(maxsize=1)
 def current() -> Wiring:

@@ -399,6 +399,7 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
         "dnspython": "dns",
         "aws-lambda-powertools": "aws_lambda_powertools",  # import names that differ
         "aws-xray-sdk": "aws_xray_sdk",
+        "pillow": "PIL",
     }
     assert {"app.py", "chalicelib", "chalice"} <= top_level, sorted(top_level)
     assert {modules.get(r, r) for r in requirements} <= top_level, sorted(top_level)

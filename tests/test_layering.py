@@ -1,10 +1,10 @@
 """The layout of chalicelib/ is a rule, not a diagram: every import (at module level or inside a function) runs
 down the layers, and no two modules import each other, directly or around a circle.
 
-    app.py -> wiring -> web -> clips -> ops | stores | audio -> kernel (settings, errors, deadlines)
+    app.py -> wiring -> web -> clips -> ops | stores | audio | cards -> kernel (settings, errors, deadlines)
 
-``wiring`` builds the clients and may import every package but ``web``. ``ops``, ``stores`` and ``audio`` are
-siblings that never import each other.
+``wiring`` builds the clients and may import every package but ``web``. ``ops``, ``stores``, ``audio`` and
+``cards`` are siblings that never import each other.
 """
 
 from __future__ import annotations
@@ -18,15 +18,16 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 KERNEL = {"settings", "errors", "deadlines"}
-PACKAGES = {"web", "clips", "ops", "stores", "audio"}
+PACKAGES = {"web", "clips", "ops", "stores", "audio", "cards"}
 BELOW = {  # what each layer may import, besides itself
-    "app": {"wiring", "web", "clips", "ops", "stores", "audio", "kernel"},
-    "wiring": {"clips", "ops", "stores", "audio", "kernel"},
-    "web": {"clips", "ops", "stores", "audio", "kernel"},
-    "clips": {"ops", "stores", "audio", "kernel"},
+    "app": {"wiring", "web", "clips", "ops", "stores", "audio", "cards", "kernel"},
+    "wiring": {"clips", "ops", "stores", "audio", "cards", "kernel"},
+    "web": {"clips", "ops", "stores", "audio", "cards", "kernel"},
+    "clips": {"ops", "stores", "audio", "cards", "kernel"},
     "ops": {"kernel"},
     "stores": {"kernel"},
     "audio": {"kernel"},
+    "cards": {"kernel"},
     "kernel": set(),
 }
 

@@ -70,7 +70,8 @@ class ClipResult:
     timings_ms: Dict[str, float] = field(default_factory=dict)
     episode_title: Optional[str] = None  # as cleaned for people (attribution.clean_text), when the catalog has it
     podcast_title: Optional[str] = None
-    key: str = ""  # the served clip's object key
+    key: str = ""  # the served clip's object: what its waveform and card are derived from (clips/pictures.py)
+    source_etag: Optional[str] = None  # the source version the served clip was cut from
     requested_start_ms: Optional[int] = None  # with snap: the request as asked (start_ms/duration_ms are served)
     requested_duration_ms: Optional[int] = None
     snap: Optional[str] = None
@@ -136,6 +137,7 @@ class ClipService:
             episode_title=stored.episode_title,
             podcast_title=stored.podcast_title,
             key=key,
+            source_etag=stored.source_etag,
         )
         return (result.as_asked(request) if request.snap else result), False
 
@@ -285,6 +287,7 @@ class ClipService:
             episode_title=story.episode_title,
             podcast_title=story.podcast_title,
             key=request.key,
+            source_etag=version,
         )
 
     def _store(

@@ -1,5 +1,5 @@
 """The clip cache in the clips bucket (each clip written whole or not at all), and the per-episode artefacts kept
-beside the clips (the seek index and its lease), which the cleanup purges with them."""
+beside the clips (the seek index and its lease; each clip's waveform and card), which the cleanup purges with them."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from urllib.parse import quote, unquote
 from botocore.exceptions import BotoCoreError, ClientError
 
 from chalicelib.deadlines import until
-from chalicelib.errors import StorageTimeout
+from chalicelib.errors import StorageTimeout, StorageUnavailable
 from chalicelib.stores.keys import LEVELS_NAME, episode_prefix
 from chalicelib.stores.s3 import CONFLICT, MISSING, PRECONDITION, error_code, failure, unavailable
 from chalicelib.stores.signing import S3UrlSigner, UrlSigner
@@ -41,6 +41,24 @@ class StoredClip:
     podcast_title: Optional[str] = None
     served_key: Optional[str] = None  # a snapped request's record: the clip it was served, and its range
     served_start_ms: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Provenance:
+    """Which version of which source object a cached object was made from (as its S3 metadata records it)."""
+
+    source_bucket: str
+    source_key: str
+    source_etag: str
+
+
+@dataclass(frozen=True)
+class StoredArtefact:
+    """An object derived from a clip (its waveform, its card), with the source version it was derived from."""
+
+    key: str
+    provenance: Provenance
+    body: Optional[bytes] = None  # None when only its head was read
 
 
 class ClipStore:
@@ -135,6 +153,73 @@ class ClipStore:
             raise failure("writing the clip", error) from None
         return True
 
+    def read_clip(self, key: str, deadline: Optional[float] = None) -> Tuple[bytes, Provenance]:
+        """The clip's bytes and the source version its metadata says it was cut from. A clip purged since it was
+        served (its source replaced a moment ago) is a 503: asked again, it is cut from the new audio."""
+        try:
+            with until(deadline):
+                response = self._s3.get_object(Bucket=self.bucket, Key=key)
+                data = response["Body"].read()
+        except ClientError as error:
+            if error_code(error) in MISSING:
+                raise StorageUnavailable(
+                    "The clip was replaced while its picture was being drawn; try again shortly", detail=key
+                ) from None
+            raise failure("reading the clip cache", error) from None
+        except BotoCoreError as error:
+            raise failure("reading the clip cache", error) from None
+        return data, _provenance(response.get("Metadata", {}))
+
+    def derived(self, key: str, deadline: Optional[float] = None, body: bool = False) -> Optional[StoredArtefact]:
+        """An artefact derived from a clip, or None when absent or not written by ``put_derived``; its bytes too
+        with ``body`` (one GET; else one HEAD)."""
+        try:
+            with until(deadline):
+                if body:
+                    response = self._s3.get_object(Bucket=self.bucket, Key=key)
+                    data: Optional[bytes] = response["Body"].read()
+                else:
+                    response, data = self._s3.head_object(Bucket=self.bucket, Key=key), None
+        except ClientError as error:
+            if error_code(error) in MISSING:
+                return None
+            raise failure("reading the clip cache", error) from None
+        except BotoCoreError as error:
+            raise failure("reading the clip cache", error) from None
+        provenance = _provenance(response.get("Metadata", {}))
+        return StoredArtefact(key, provenance, data) if provenance.source_etag else None
+
+    def put_derived(
+        self,
+        key: str,
+        data: bytes,
+        content_type: str,
+        provenance: Provenance,
+        episode_id: str,
+        deadline: Optional[float] = None,
+    ) -> None:
+        """Store an artefact derived from a clip in one request, with the source version the clip was cut from in
+        the same metadata as a clip's (so that the cleanup tells current from stale alike). It may replace an older
+        one: the same clip always gives the same bytes."""
+        metadata = {
+            "episode-id": episode_id,
+            "source-bucket": provenance.source_bucket,
+            "source-key": quote(provenance.source_key, safe="/"),
+            "source-etag": provenance.source_etag,
+        }
+        try:
+            with until(deadline):
+                self._s3.put_object(
+                    Bucket=self.bucket,
+                    Key=key,
+                    Body=data,
+                    ContentType=content_type,
+                    CacheControl=CLIP_CACHE_CONTROL,
+                    Metadata=metadata,
+                )
+        except (ClientError, BotoCoreError) as error:
+            raise failure(f"writing {key.rsplit('/', 1)[-1]}", error) from None
+
     def presign(self, key: str, now: Optional[datetime] = None, version: Optional[str] = None) -> Tuple[str, datetime]:
         """The clip's URL and the moment until which it is honoured: never later than its signer can keep.
         ``version``: the source ETag the clip was cut from (see signing.UrlSigner)."""
@@ -178,6 +263,12 @@ def recorded_source(metadata: Mapping[str, str]) -> Optional[Tuple[str, str, str
 def same_version(etag: Optional[str], other: Optional[str]) -> bool:
     """Two ETags of the same object version (S3 quotes them in headers, not in events)."""
     return etag is not None and other is not None and etag.strip('"') == other.strip('"')
+
+
+def _provenance(metadata: Dict[str, str]) -> Provenance:
+    return Provenance(
+        metadata.get("source-bucket", ""), unquote(metadata.get("source-key", "")), metadata.get("source-etag", "")
+    )
 
 
 def _metadata_size(metadata: Dict[str, str]) -> int:

@@ -8,6 +8,8 @@ from typing import Tuple
 CLIP_PREFIX = "audio_clips/"
 SEEK_INDEX_NAME = "seek-index.json"
 LEVELS_NAME = "levels.bin"  # the episode's loudness, one byte a 10 ms hop (snap=pause reads a few seconds of it)
+WAVEFORM_NAME = "waveform.json"
+CARD_NAME = "card.png"
 S3_SCHEME = "s3://"
 
 EPISODE_ID = re.compile(r"[A-Za-z0-9._:-]{1,200}")
@@ -31,6 +33,12 @@ def clip_range(key: str) -> Tuple[int, int]:
 def snap_key(episode_id: str, start_ms: int, end_ms: int, snap: str) -> str:
     """Where a request asked with ``snap`` finds the clip it was served (a small object beside the clips)."""
     return f"{episode_prefix(episode_id)}{start_ms}-{end_ms}.snap-{snap}.json"
+
+
+def beside_clip(clip_key: str, name: str) -> str:
+    """The key of an artefact derived from one clip (its waveform, its card), beside it under the episode's prefix
+    so that the cleanup purges it with the clip: ``audio_clips/{guid}/{start}-{end}.{name}``."""
+    return f"{clip_key.removesuffix('.mp3')}.{name}"
 
 
 def episode_prefix(episode_id: str) -> str:

@@ -1,4 +1,5 @@
-"""Absolute links to this service's own routes: the lasting ``play_url`` and the ``share_url`` of a clip.
+"""Absolute links to this service's own routes: the lasting ``play_url`` and the ``share_url`` of a clip, its
+embeddable player and its card.
 
 The base comes from configuration or from API Gateway, never from a header a client can set (``Host``,
 ``X-Forwarded-*``, ``Forwarded``): ``PUBLIC_BASE_URL`` when set (a custom domain); otherwise the domain name and
@@ -75,6 +76,11 @@ def share_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap:
 def embed_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap: Optional[str] = None) -> str:
     """The clip's small player page, for iframes (``twitter:player``, oEmbed)."""
     return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/embed?{clip_query(start_ms, duration_ms, snap)}"
+
+
+def card_url(base: str, episode_id: str, start_ms: int, duration_ms: int, snap: Optional[str] = None) -> str:
+    """The clip's share card, a 1200 x 630 PNG (``og:image``, ``twitter:image``)."""
+    return f"{base}{SHARE_ROUTE}{quote(episode_id, safe=':')}/card.png?{clip_query(start_ms, duration_ms, snap)}"
 
 
 def oembed_url(base: str, share: str) -> str:

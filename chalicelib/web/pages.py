@@ -1,5 +1,6 @@
 """Pages for people: a clip's share page, its small embeddable player, the oEmbed answer describing them, and the
-HTML error pages. Server-rendered, no script, no outside font or image; every catalog string escaped where it goes.
+HTML error pages. Server-rendered, no script, no outside font or image (the share page's waveform is an inline
+SVG; its card is for link previews, named in its head); every catalog string escaped where it goes.
 
 A page looks the episode up in the catalog (titles, the link back) and asks the clip service for the clip, so that
 an unknown episode, a bad range or a start past the end answer the clip route's statuses, and the clip is cached
@@ -14,13 +15,16 @@ import html
 import logging
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional, Sequence, Tuple
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from chalice import Response
 
 from chalicelib.audio.attribution import ClipStory, clock
-from chalicelib.clips.service import clip_story
+from chalicelib.audio.waveform import pairs
+from chalicelib.cards import HEIGHT as CARD_HEIGHT
+from chalicelib.cards import WIDTH as CARD_WIDTH
+from chalicelib.clips.service import ClipResult, clip_story
 from chalicelib.deadlines import until
 from chalicelib.errors import BadRequest, NotFound, ServiceError, Unavailable, UnsupportedFormat
 from chalicelib.stores.catalog import Episode
@@ -47,6 +51,8 @@ STYLE = (
     "a{color:LinkText}"
     ".embed body{padding:0}.embed main{padding:.5rem .75rem}.embed h1{font-size:1rem;margin:0}"
     ".embed audio{margin:.4rem 0 0}"
+    ".wave{display:block;width:100%;height:auto;color:#0284c7;margin:.25rem 0 .5rem}"
+    "@media (prefers-color-scheme:dark){.wave{color:#38bdf8}}"
 )
 _STYLE_SOURCE = "'sha256-" + base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode() + "'"
 
@@ -62,13 +68,21 @@ class ClipPage:
     oembed_url: str
     clip_origin: str  # where play_url redirects to: the pre-signed clip's scheme and host
     play_origin: str  # where play_url itself is when PUBLIC_BASE_URL sets it (not always this page's host); else ""
+    card_url: str = ""  # the clip's share card (og:image)
+    waveform: Optional[Sequence[Tuple[int, int]]] = None  # the clip's peaks, (min, max) per pixel, when known
 
 
 def clip_page(
-    request: Any, wiring: Any, episode_id: str, query: Optional[Mapping[str, str]], deadline: float
+    request: Any,
+    wiring: Any,
+    episode_id: str,
+    query: Optional[Mapping[str, str]],
+    deadline: float,
+    with_waveform: bool = False,
 ) -> ClipPage:
     parsed = parse_clip_request(episode_id, query, wiring.declared.max_clip_ms).clip
     result = wiring.clips.get_clip(parsed, deadline)  # first: a cached clip's page does not need MongoDB
+    waveform = _waveform(wiring, result, deadline) if with_waveform else None
     episode = _catalog_entry(wiring, parsed.episode_id, deadline)
     note(
         episode_id=result.episode_id,
@@ -94,7 +108,21 @@ def clip_page(
         oembed_url=links.oembed_url(base, share),
         clip_origin=f"{clip.scheme}://{clip.netloc}",
         play_origin=links.origin(base) if wiring.declared.public_base_url else "",  # else 'self' says it
+        card_url=links.card_url(*args),
+        waveform=waveform,
     )
+
+
+def _waveform(wiring: Any, clip: ClipResult, deadline: float) -> Optional[Sequence[Tuple[int, int]]]:
+    """The clip's peaks for the page's picture (cached beside the clip, or one decode of it); None when they
+    cannot be had now: the page is still served, without the picture."""
+    try:
+        wave = wiring.pictures.waveform_of(clip, deadline)
+    except Exception as error:
+        log.warning("share page of %s without its waveform: %r", clip.episode_id, error)
+        return None
+    note(waveform_cache_hit=wave.cache_hit)
+    return pairs(wave.document)
 
 
 def _catalog_entry(wiring: Any, episode_id: str, deadline: float) -> Optional[Episode]:
@@ -115,7 +143,7 @@ def _catalog_entry(wiring: Any, episode_id: str, deadline: float) -> Optional[Ep
 
 def share_page(request: Any, wiring: Any, episode_id: str, deadline: float) -> Response:
     """``GET /clips/{episode_id}``: the share page, or an HTML error page with the clip route's status."""
-    page = _page_or_error(request, wiring, episode_id, deadline)
+    page = _page_or_error(request, wiring, episode_id, deadline, with_waveform=True)
     if isinstance(page, Response):
         return page
     return _html(render_share(page), _csp(page, frame_ancestors="'none'"), {"X-Frame-Options": "DENY"})
@@ -129,10 +157,10 @@ def embed_page(request: Any, wiring: Any, episode_id: str, deadline: float) -> R
     return _html(render_embed(page), _csp(page, frame_ancestors="*"))
 
 
-def _page_or_error(request: Any, wiring: Any, episode_id: str, deadline: float) -> Any:
+def _page_or_error(request: Any, wiring: Any, episode_id: str, deadline: float, with_waveform: bool = False) -> Any:
     """The clip's page, or the HTML error page a person should see instead (never a JSON error, never a trace)."""
     try:
-        return clip_page(request, wiring, episode_id, request.query_params, deadline)
+        return clip_page(request, wiring, episode_id, request.query_params, deadline, with_waveform)
     except ServiceError as error:
         return error_page(error)
     except Exception as error:
@@ -258,6 +286,12 @@ def render_share(page: ClipPage) -> str:
         ("name", "twitter:player:height", str(EMBED_HEIGHT)),
         ("name", "twitter:player:stream", page.play_url),
         ("name", "twitter:player:stream:content_type", "audio/mpeg"),
+        ("property", "og:image", page.card_url),
+        ("property", "og:image:type", "image/png"),
+        ("property", "og:image:width", str(CARD_WIDTH)),
+        ("property", "og:image:height", str(CARD_HEIGHT)),
+        ("property", "og:image:alt", card_alt(story)),
+        ("name", "twitter:image", page.card_url),
     ]
     if page.play_url.startswith("https:"):
         tags.insert(7, ("property", "og:audio:secure_url", page.play_url))
@@ -278,9 +312,40 @@ def render_share(page: ClipPage) -> str:
         + "<body>\n<main>\n"
         + _titles(story)
         + _range_line(story)
+        + (waveform_svg(page.waveform) if page.waveform else "")
         + f'<audio controls preload="none" src="{_e(page.play_url)}"></audio>\n'
         + moment
         + "</main>\n</body>\n</html>\n"
+    )
+
+
+def card_alt(story: ClipStory) -> str:
+    """What the share card shows, in words (``og:image:alt``); the titles it shows are in ``og:title`` already."""
+    end = story.start_ms + story.duration_ms
+    return f"The clip's card: its titles, {clock(story.start_ms)} to {clock(end)} in the episode, and its waveform"
+
+
+SVG_WIDTH, SVG_HEIGHT, SVG_BARS = 720, 112, 90  # whole-number coordinates: a short path
+
+
+def waveform_svg(peaks: Sequence[Tuple[int, int]]) -> str:
+    """The clip's waveform as an inline SVG: SVG_BARS bars (each the loudest of its share of the peaks, scaled to
+    the clip's loudest), one path, drawn in the text's accent colour. Numbers only: nothing from a catalog."""
+    levels = []
+    for bar in range(SVG_BARS):
+        first = bar * len(peaks) // SVG_BARS
+        last = max(first + 1, (bar + 1) * len(peaks) // SVG_BARS)
+        levels.append(max(max(-low, high) for low, high in peaks[first:last]))
+    loudest = max(max(levels), 8)
+    middle, step = SVG_HEIGHT / 2, SVG_WIDTH / SVG_BARS
+    strokes = []
+    for bar, level in enumerate(levels):
+        half = max(1, round(level / loudest * (SVG_HEIGHT / 2 - 4)))
+        strokes.append(f"M{round(bar * step + step / 2)} {round(middle - half)}V{round(middle + half)}")
+    return (
+        f'<svg class="wave" viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" role="img" aria-label="Waveform of the clip" '
+        f'xmlns="http://www.w3.org/2000/svg"><path d="{"".join(strokes)}" stroke="currentColor" '
+        f'stroke-width="{round(step * 0.6)}" stroke-linecap="round" fill="none"/></svg>\n'
     )
 
 
