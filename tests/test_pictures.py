@@ -225,12 +225,15 @@ def test_an_m4a_episodes_clip_has_its_waveform_too(moto_server, audio, catalog_f
     assert 100 <= wave["length"] <= 2000 and max(wave["data"]) > 4
 
 
-def test_the_waveform_and_the_card_are_purged_with_the_episodes_clips(client, s3, loudness_episode):
+def test_the_waveform_and_the_card_are_purged_with_the_episodes_clips(
+    client, s3, loudness_episode, stage_lambda_timeout
+):
     from tests.test_cleanup import invoke, record
 
     assert get_waveform(client, "start_time_ms=1000&duration_ms=4000").status_code == 200
     assert client.http.get(f"/clips/{EPISODE}/card.png?start_time_ms=1000&duration_ms=4000").status_code == 302
     keys = {o["Key"] for o in s3.list_objects_v2(Bucket=CLIPS_BUCKET)["Contents"]}
     assert {f"audio_clips/{EPISODE}/1000-5000.{name}" for name in ("mp3", "waveform.json", "card.png")} <= keys
+    s3.delete_object(Bucket=SOURCE_BUCKET, Key=loudness_episode)  # the audio is gone: what was made from it goes
     invoke(record(loudness_episode))
     assert s3.list_objects_v2(Bucket=CLIPS_BUCKET).get("KeyCount", 0) == 0
