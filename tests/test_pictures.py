@@ -156,6 +156,29 @@ def test_the_card_is_a_1200_by_630_png_cached_beside_the_clip(client, s3, loudne
     assert card_object(s3, again)[2] == png
 
 
+@pytest.mark.parametrize("accept", ["*/*", "image/png", "image/webp,image/*;q=0.8,*/*;q=0.5"])
+def test_a_client_that_accepts_png_gets_the_card_itself(client, s3, loudness_episode, accept):
+    """Contract 6: the card route answers 200 image/png (link-preview crawlers and browsers send such an Accept)."""
+    url = f"/clips/{EPISODE}/card.png?start_time_ms=5000&duration_ms=10000"
+    first = client.http.get(url, headers={"Accept": accept})  # drawn by this request
+    again = client.http.get(url, headers={"Accept": accept})  # read from the cache
+    stored = s3.get_object(Bucket=CLIPS_BUCKET, Key=f"audio_clips/{EPISODE}/5000-15000.card.png")["Body"].read()
+    for response in (first, again):
+        assert response.status_code == 200 and response.headers["Content-Type"] == "image/png"
+        assert response.body == stored and Image.open(io.BytesIO(response.body)).size == (1200, 630)
+        assert response.headers["Cache-Control"].startswith("public")
+
+
+@pytest.mark.parametrize(
+    ("accept", "inline"),
+    [(None, False), ("", False), ("text/html", False), ("image/png;q=0", False), ("*/*", True), ("IMAGE/*", True)],
+)
+def test_which_accept_headers_get_the_png_itself(accept, inline):
+    from chalicelib.web.pictures import accepts_png
+
+    assert accepts_png(accept) is inline
+
+
 def test_the_card_errors_are_the_share_pages_html_pages(client, s3, loudness_episode):
     response = client.http.get(f"/clips/{EPISODE}/card.png?start_time_ms=99000")
     assert response.status_code == 400 and response.headers["Content-Type"].startswith("text/html")

@@ -54,6 +54,7 @@ class Card:
     cache_hit: bool
     png_bytes: Optional[int] = None  # when rendered by this request
     timings_ms: Dict[str, float] = field(default_factory=dict)
+    png: Optional[bytes] = None  # the card itself, when asked for (``with_png``)
 
 
 def card_text(clip: ClipResult) -> CardText:
@@ -96,15 +97,17 @@ class ClipPictures:
         laps.lap("store")
         return Waveform(document, clip, False, provenance, laps.laps)
 
-    def card(self, request: ClipRequest, deadline: float) -> Card:
-        """``GET /clips/{episode_id}/card.png``: the served clip (cut if need be), then its card's signed URL. A
+    def card(self, request: ClipRequest, deadline: float, with_png: bool = False) -> Card:
+        """``GET /clips/{episode_id}/card.png``: the served clip (cut if need be), then its card's signed URL and,
+        ``with_png``, its bytes (read in the same request that checks the cached card: a GET instead of a HEAD). A
         card is drawn from the clip's waveform (cached, or one decode) and rendered once."""
         clip = self._clips.get_clip(request, deadline)
         laps = _Laps()
         key = beside_clip(clip.key, CARD_NAME)
-        cached = self._store.derived(key, deadline)
+        cached = self._store.derived(key, deadline, body=with_png)
         laps.lap("cache_lookup")
         png_bytes = None
+        png = cached.body if cached is not None else None
         if cached is None or cached.provenance.source_etag != clip.source_etag:
             wave = self.waveform_of(clip, deadline)
             laps.laps.update({f"waveform_{name}": ms for name, ms in wave.timings_ms.items()})
@@ -118,9 +121,11 @@ class ClipPictures:
             self._store.put_derived(key, png, CARD_TYPE, wave.provenance, clip.episode_id, deadline)
             png_bytes = len(png)
             laps.lap("store")
+        if with_png and png is not None:
+            return Card("", clip.expires_at, clip, png_bytes is None, png_bytes, laps.laps, png=png)
         with until(deadline):  # CloudFront's signing key is read from SSM on first use
             url, expires = self._store.presign(key, version=clip.source_etag)
-        return Card(url, expires, clip, png_bytes is None, png_bytes, laps.laps)
+        return Card(url, expires, clip, png_bytes is None, png_bytes, timings_ms=laps.laps)
 
     def _ffmpeg_path(self) -> str:
         path = self._ffmpeg()

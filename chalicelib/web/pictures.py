@@ -4,16 +4,19 @@ card's signed URL, as a cached clip is served; the share page's HTML errors)."""
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, Optional
 
 from chalice import Response
 
+from chalicelib.clips.pictures import CARD_TYPE
 from chalicelib.errors import ServiceError
 from chalicelib.web.middleware import note
 from chalicelib.web.pages import PAGE_CACHE_CONTROL, error_page
 from chalicelib.web.params import parse_clip_request, query_params
 
 log = logging.getLogger(__name__)
+
+CARD_CACHE_CONTROL = "public, max-age=3600"  # a card changes only when its episode's audio is replaced
 
 
 def waveform_response(request: Any, wiring: Any, episode_id: str, deadline: float) -> Response:
@@ -30,11 +33,15 @@ def waveform_response(request: Any, wiring: Any, episode_id: str, deadline: floa
 
 
 def card_response(request: Any, wiring: Any, episode_id: str, deadline: float) -> Response:
-    """``GET /clips/{episode_id}/card.png``: 302 to the card, or the HTML error page a person would see."""
+    """``GET /clips/{episode_id}/card.png``: ``200 image/png`` (the contract) to a client whose ``Accept`` admits
+    it, as link-preview crawlers' and browsers' do; a ``302`` to the card's signed URL for one that sends no such
+    ``Accept`` (API Gateway would answer it with the PNG base64-encoded as text); the HTML error page a person
+    would see otherwise."""
     try:
         query = query_params(request)
         parsed = parse_clip_request(episode_id, query, wiring.declared.max_clip_ms)
-        card = wiring.pictures.card(parsed.clip, deadline)
+        inline = accepts_png((getattr(request, "headers", None) or {}).get("accept"))
+        card = wiring.pictures.card(parsed.clip, deadline, with_png=inline)
     except ServiceError as error:
         return error_page(error)
     except Exception as error:
@@ -46,7 +53,20 @@ def card_response(request: Any, wiring: Any, episode_id: str, deadline: float) -
         png_bytes=card.png_bytes,
         timings_ms={**card.clip.timings_ms, **card.timings_ms},
     )
+    if card.png is not None:
+        return Response(
+            body=card.png, status_code=200, headers={"Content-Type": CARD_TYPE, "Cache-Control": CARD_CACHE_CONTROL}
+        )
     return Response(body="", status_code=302, headers={"Location": card.url, "Cache-Control": "no-store"})
+
+
+def accepts_png(accept: Optional[str]) -> bool:
+    """Whether an ``Accept`` header admits ``image/png``: ``*/*``, ``image/*`` or ``image/png``, not at ``q=0``."""
+    for item in (accept or "").split(","):
+        kind, *params = [part.strip().lower() for part in item.split(";")]
+        if kind in ("*/*", "image/*", CARD_TYPE) and not {"q=0", "q=0.0", "q=0.00", "q=0.000"} & set(params):
+            return True
+    return False
 
 
 def _note(clip: Any, **fields: Any) -> None:
