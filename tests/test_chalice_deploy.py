@@ -12,7 +12,7 @@ by the first deploy of the session and then seeded into the other project copies
 hash of the code and requirements, and says nothing about which API or functions a stage has.
 
 moto runs no function here (no Docker), so this checks the deployed shape, not behaviour: functions with the
-dev stage's memory, timeouts and reserved concurrency, the layer on ``api_handler`` only, the REST API's routes,
+dev stage's memory, timeouts and reserved concurrency, the layer on ``api_handler`` and ``cleanup_clips`` only, the REST API's routes,
 the S3 notification on the source bucket, the ``rate(5 minutes)`` schedule, one role per function carrying its
 hand-written policy, and the invoke permissions that make the triggers work.
 """
@@ -234,7 +234,8 @@ def deployed(aws_endpoint, tmp_path):
     project = _copy_project(tmp_path / "project")
     config_path = project / ".chalice" / "config.json"
     copy = json.loads(config_path.read_text())
-    copy["stages"][STAGE]["lambda_functions"]["api_handler"]["layers"] = [layer["LayerVersionArn"]]
+    for function in ("api_handler", "cleanup_clips"):  # what make publish-layer records
+        copy["stages"][STAGE]["lambda_functions"][function]["layers"] = [layer["LayerVersionArn"]]
     config_path.write_text(json.dumps(copy, indent=2))
 
     # the app reads its settings at import (chalice imports it to deploy): keep a developer's shell out of it
@@ -320,7 +321,7 @@ def test_chalice_deploy_dev_stage_creates_the_expected_resources(deployed, capsy
         assert got["Timeout"] == cfg["lambda_timeout"], fn
         assert got["Environment"]["Variables"] == expected_env, fn
         layers = [layer["Arn"] for layer in got.get("Layers", [])]
-        assert layers == ([deployed["layer_arn"]] if fn == "api_handler" else []), fn
+        assert layers == ([deployed["layer_arn"]] if fn in ("api_handler", "cleanup_clips") else []), fn
         concurrency = lambda_.get_function_concurrency(FunctionName=name).get("ReservedConcurrentExecutions")
         assert concurrency == cfg.get("reserved_concurrency"), fn
         roles[fn] = got["Role"]
@@ -508,7 +509,8 @@ def _prepare_account(endpoint: str, project: Path, stages: tuple[str, ...]) -> d
             CompatibleArchitectures=["x86_64"],
         )
         config = json.loads((project / ".chalice" / "config.json").read_text())
-        config["stages"][stage]["lambda_functions"]["api_handler"]["layers"] = [layer["LayerVersionArn"]]
+        for function in ("api_handler", "cleanup_clips"):  # what make publish-layer records
+            config["stages"][stage]["lambda_functions"][function]["layers"] = [layer["LayerVersionArn"]]
         (project / ".chalice" / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     return {"source_bucket": source_bucket, "notification": before}
 

@@ -225,7 +225,10 @@ def test_record_layer_keeps_the_rest_of_the_config(tmp_path):
         "stages": {
             "dev": {
                 "api_gateway_stage": "dev",
-                "lambda_functions": {"api_handler": {"layers": ["arn:aws:lambda:us-east-1:123456789012:layer:x:1"]}},
+                "lambda_functions": {
+                    "api_handler": {"layers": ["arn:aws:lambda:us-east-1:123456789012:layer:x:1"]},
+                    "cleanup_clips": {"layers": ["arn:aws:lambda:us-east-1:123456789012:layer:x:1"]},
+                },
             },
             "prod": {},
         },
@@ -234,7 +237,8 @@ def test_record_layer_keeps_the_rest_of_the_config(tmp_path):
 
 @pytest.mark.slow
 def test_publish_to_moto(dist, moto_server, tmp_path):
-    """Upload through S3, publish_layer_version, ARN recorded for the stage's api_handler; nothing else changed."""
+    """Upload through S3, publish_layer_version, ARN recorded for the stage's api_handler and cleanup_clips; nothing
+    else changed."""
     bucket = "audio-clips-layer-artifacts-dev"
     moto_server.create_bucket(Bucket=bucket)
     config = tmp_path / "config.json"
@@ -258,9 +262,10 @@ def test_publish_to_moto(dist, moto_server, tmp_path):
     assert manifest["wheel"] in layer["Description"] and manifest["ffmpeg_version"] in layer["Description"]
 
     expected = copy.deepcopy(original)
-    expected["stages"]["dev"].setdefault("lambda_functions", {}).setdefault("api_handler", {})["layers"] = [
-        layer["LayerVersionArn"]
-    ]
+    for function in ("api_handler", "cleanup_clips"):  # cleanup_clips measures an upload's levels with FFmpeg
+        expected["stages"]["dev"].setdefault("lambda_functions", {}).setdefault(function, {})["layers"] = [
+            layer["LayerVersionArn"]
+        ]
     assert json.loads(config.read_text()) == expected
     assert config.read_text().endswith("}\n")
     assert f"published {layer['LayerVersionArn']}" in result.stdout

@@ -4,7 +4,7 @@
 
 Uploads dist/ffmpeg-layer.zip (over Lambda's 50 MB direct-upload limit) to
 s3://BUCKET/layers/ffmpeg/<zip sha256>.zip, publishes it as a version of the layer audio-clips-ffmpeg-STAGE
-(x86_64; python3.12 and python3.13), then sets stages.STAGE.lambda_functions.api_handler.layers to [that ARN].
+(x86_64; python3.12 and python3.13), then sets stages.STAGE.lambda_functions.{api_handler,cleanup_clips}.layers to [that ARN].
 The bucket is --bucket, else the stage's LAYER_ARTIFACTS_BUCKET environment variable in the config.
 boto3 takes credentials, region and AWS_ENDPOINT_URL from the environment as usual.
 """
@@ -125,11 +125,16 @@ def publish(lambda_client, stage: str, bucket: str, key: str, manifest: dict) ->
     return response["LayerVersionArn"]
 
 
+FFMPEG_FUNCTIONS = ("api_handler", "cleanup_clips")  # cuts and pictures; levels measured at upload (snap=pause)
+
+
 def record_layer(config_path: Path, stage: str, arn: str) -> None:
-    """Sets stages.STAGE.lambda_functions.api_handler.layers = [arn], keeping the rest of the file as it was."""
+    """Sets stages.STAGE.lambda_functions.F.layers = [arn] for each F of FFMPEG_FUNCTIONS, keeping the rest of the
+    file as it was."""
     config = json.loads(config_path.read_text())
     functions = config["stages"][stage].setdefault("lambda_functions", {})
-    functions.setdefault("api_handler", {})["layers"] = [arn]
+    for name in FFMPEG_FUNCTIONS:
+        functions.setdefault(name, {})["layers"] = [arn]
     config_path.write_text(json.dumps(config, indent=2) + "\n")
 
 
@@ -165,7 +170,7 @@ def main(argv=None) -> int:
         print(f"publish.py: error: {error}", file=sys.stderr)
         return 1
     print(
-        f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.api_handler.layers: "
+        f"published {arn}\nrecorded in {args.config} under stages.{args.stage}.lambda_functions.{{api_handler,cleanup_clips}}.layers: "
         f"commit it, so that every clone and CI deploy this stage with its FFmpeg layer"
     )
     return 0
