@@ -21,7 +21,7 @@ from chalicelib.clips.service import ClipRequest
 from chalicelib.errors import StorageTimeout
 from chalicelib.stores.catalog import Catalog
 from chalicelib.stores.s3 import ATTEMPT_BUDGET_S
-from chalicelib.stores.source import SourceAudio
+from chalicelib.stores.source import SourceAudio, SourceObject
 from tests.conftest import CLIPS_BUCKET, EPISODE, SOURCE_BUCKET
 
 BARRIER_S = 10.0  # how long a held request waits for its partners: far longer than any S3 call to moto
@@ -163,12 +163,31 @@ def test_a_cold_miss_sends_the_head_of_the_clip_with_the_stored_index_and_reads_
     assert put["method"] == "PUT" and put["key"] == clip_key(20_000)
 
 
+def test_a_cold_miss_without_a_stored_index_reads_the_head_and_stays_two_above_the_floor(s3, episode):
+    _, source = episode("cbr")  # a CBR file cut by arithmetic: no index is stored for it by a miss
+    wiring.reset()
+    requests = Requests()
+    requests.together(2, lambda r: r["bucket"] == CLIPS_BUCKET and r["method"] in ("HEAD", "GET"))
+    assert get(20_000)["cache_hit"] is False
+    assert requests.alone == []
+    assert sorted(requests.names()[:2]) == ["GET seek-index.json", "HEAD 20000-23000.mp3"]
+    head, read, put = requests.sent[2:]
+    assert head["key"] == source and head["range"].startswith("bytes=0-") and not head["if_match"]
+    assert read["key"] == source and read["if_match"] and put["method"] == "PUT"
+
+
 def test_a_cold_hit_learns_the_stored_index_so_the_next_miss_needs_no_head_read(s3, episode):
     _, source = episode("vbr")
     prepare_index(source)
     get(1000)
     wiring.reset()
-    assert get(1000)["cache_hit"] is True  # sent the GET of the index beside its HEAD of the clip
+    assert get(1000)["cache_hit"] is True  # sent the GET of the index beside its HEAD of the clip, not waited for
+    head = s3.head_object(Bucket=SOURCE_BUCKET, Key=source)
+    now = SourceObject(SOURCE_BUCKET, source, head["ContentLength"], head["ETag"])
+    learnt_by = time.monotonic() + BARRIER_S
+    while wiring.current().clips._known.version(now) is None:  # the pool's thread learns it once the GET answers
+        assert time.monotonic() < learnt_by, "the hit never learnt the stored index"
+        time.sleep(0.01)
     requests = Requests()
     assert get(20_000)["cache_hit"] is False
     assert [r["method"] for r in requests.sent] == ["HEAD", "HEAD", "GET", "PUT"], requests.names()
