@@ -7,7 +7,7 @@ PYTHON ?= $(shell for p in python3.12 $$(ls -d $${PYENV_ROOT:-$$HOME/.pyenv}/ver
             "$$p" -c 'import sys; assert sys.version_info >= (3, 11)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 
 
-.PHONY: help run test test-fast lint lock bench bench-quick bench-snap bench-pictures load audit layer publish-layer infra deploy require-stage \
+.PHONY: help run test test-fast lint lock bench bench-quick bench-snap bench-pictures bench-round-trips load audit layer publish-layer infra deploy require-stage \
 	require-python-3.12 venv run-venv clean destroy policies check-stage source-events chromium test-tools
 
 help: ## list the targets, one line each
@@ -81,9 +81,13 @@ lock: venv ## re-pin requirements*.txt (with hashes) from requirements*.in
 	$(LOCK) --output-file requirements-bench.txt requirements-bench.in
 
 # Not part of `make test`: generates 3-hour episodes once (bench/cache/, ~1 min each), then a few minutes of runs.
-bench: venv ## the full benchmark; rewrites bench/results.json and bench/results.png
+bench: venv ## the full benchmark (bench/results.*); S3_LATENCY_MS=50: only the S3 round trips (bench/round_trips.json)
 	$(UV) pip install --quiet --python $(PY) --require-hashes -r requirements-bench.txt
-	$(PY) -m bench.run
+	$(if $(S3_LATENCY_MS),$(PY) -m bench.round_trips --delay-ms $(S3_LATENCY_MS),$(PY) -m bench.run)
+
+# Not part of `make test`: a hit, a warm and a cold miss and the floor, every S3 request delayed (~3 minutes).
+bench-round-trips: venv ## S3 round trips of a hit, a miss and the floor, each S3 request delayed (S3_LATENCY_MS=50)
+	$(PY) -m bench.round_trips --delay-ms $(or $(S3_LATENCY_MS),50)
 
 # Not part of `make test`: N concurrent clients against `make run`'s stack (CLIENTS=8 SECONDS=20).
 load: venv ## N concurrent clients against make run's stack (CLIENTS=8 SECONDS=20)

@@ -22,8 +22,9 @@ def rival(s3, monkeypatch):
     original = ClipService._cut
 
     def install(source_etag_of_rival):
-        def cut_while_a_rival_stores(self, audio, request, deadline):
-            clip = original(self, audio, request, deadline)
+        def cut_while_a_rival_stores(self, opened, request, deadline):
+            clip = original(self, opened, request, deadline)
+            audio = opened.audio
             etag = source_etag_of_rival(audio)
             s3.put_object(
                 Bucket=CLIPS_BUCKET,

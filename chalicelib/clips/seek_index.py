@@ -88,6 +88,16 @@ def load_or_build_index(source: Mp3Source, index_store: EpisodeArtefact, deadlin
     return index, built
 
 
+def stored_index(clips: ClipStore, episode_id: str, deadline: float) -> Optional[SeekIndex]:
+    """The episode's stored seek index, of whatever version of its audio; None when absent or unreadable."""
+    return SeekIndex.from_json(clips.artefact(episode_id, SEEK_INDEX_NAME, deadline).load())
+
+
+def remember_index(bucket: str, key: str, index: SeekIndex) -> None:
+    """Keep an index fetched beside other requests (a clip request's first round) for the version it describes."""
+    _recent_indexes.put((bucket, key, index.source_etag), index)
+
+
 def obtain_index(
     source: Mp3Source, index_store: EpisodeArtefact, deadline: float, build: Optional[Build] = None
 ) -> Tuple[SeekIndex, bool]:

@@ -8,6 +8,19 @@ under that range's own key like any clip (so an unsnapped request for the same r
 landing on it, shares it), plus a small record under the request's key (``{start}-{end}.snap-pause.json``) that
 names the served clip and carries its metadata: a snapped hit is one HEAD of the record and one of the source,
 as an unsnapped hit is.
+
+What a listener waits for is the S3 requests made one after another (tens of ms each in a region), so the requests
+that do not depend on each other go out together. The rounds, each a wait for one S3 round trip:
+
+1. every request: HEAD of the clip, with the HEAD of the source when this process knows where the episode's audio is
+   (a hit needs nothing more), or with the GET of the stored seek index when it knows nothing of the episode (the
+   index carries what reading the source's head gives: its size, ETag and layout). Never the catalog: MongoDB (and
+   SSM) are asked only once the HEAD of the clip said it is missing or stale.
+2. a miss: the catalog (not S3), then the clip's bytes, one ranged GET pinned to the source's ETag (``If-Match``);
+   a head read, the index or a scan only when neither this process nor the stored index knows that version;
+3. the PUT of the clip (``If-None-Match: *``: one writer).
+
+``_first_round`` and ``_plan`` are where that is decided.
 """
 
 from __future__ import annotations
@@ -24,16 +37,18 @@ from datetime import datetime
 from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 from chalicelib.audio.attribution import ClipStory, tagged
-from chalicelib.audio.cutting import ClipAudio, Mp3Source, check_start, cut_mp3, duration_ms
+from chalicelib.audio.cutting import ClipAudio, Mp3Source, SeekIndex, check_start, cut_mp3, duration_ms
 from chalicelib.audio.ffmpeg import input_format, transcode_to_mp3
-from chalicelib.clips.seek_index import load_or_build_index
+from chalicelib.clips.known_sources import KnownSources
+from chalicelib.clips.seek_index import load_or_build_index, remember_index, stored_index
 from chalicelib.clips.snapping import Served, read_levels, served_range
+from chalicelib.clips.together import Pending, send
 from chalicelib.deadlines import until
 from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.stores.catalog import Catalog, Episode
-from chalicelib.stores.clip_cache import ClipStore
+from chalicelib.stores.clip_cache import ClipStore, StoredClip
 from chalicelib.stores.keys import SEEK_INDEX_NAME, clip_key, clip_range, snap_key
-from chalicelib.stores.source import SourceAudio, SourceChanged
+from chalicelib.stores.source import SourceAudio, SourceChanged, SourceObject
 
 log = logging.getLogger(__name__)
 
@@ -100,29 +115,60 @@ class ClipService:
         self._catalog = catalog  # created on first use: a hit never loads pymongo
         self._ffmpeg = ffmpeg
         self._flights = _Flights()
+        self._known = KnownSources()  # where episodes' audio is, and what their versions' heads hold: hints
 
     def get_clip(self, request: ClipRequest, deadline: float) -> ClipResult:
         timer = _Timer()
-        hit, stale = self._cached(request, timer, deadline)
+        first = self._first_round(request, deadline)
+        hit, stale = self._cached(request, first, timer, deadline)
         if hit:
             return hit
         with self._flights.hold(request.key) as waited:
             if waited:  # the same clip was being cut in this process: it is probably there now
-                hit, stale = self._cached(request, timer, deadline)
+                first = self._first_round(request, deadline)
+                hit, stale = self._cached(request, first, timer, deadline)
                 if hit:
                     return hit
-            return self._generate(request, deadline, timer, stale)
+            return self._generate(request, first, deadline, timer, stale)
 
-    def _cached(self, request: ClipRequest, timer: "_Timer", deadline: float) -> Tuple[Optional[ClipResult], bool]:
+    # ------------------------------------------------------------------ the round trips, in one place
+
+    def _first_round(self, request: ClipRequest, deadline: float) -> "_FirstRound":
+        """What every request sends at once, before it knows whether the clip is cached (module docstring, 1)."""
+        where = self._known.location(request.episode_id)
+        return _FirstRound(
+            where,
+            clip=send(deadline, "HEAD of the clip", self._clips.lookup, request.key, deadline),
+            source=send(deadline, "HEAD of the source", self._clips.current_source, *where, deadline)
+            if where
+            else None,
+            index=None
+            if where
+            else send(deadline, "GET of the seek index", stored_index, self._clips, request.episode_id, deadline),
+        )
+
+    def _cached(
+        self, request: ClipRequest, first: "_FirstRound", timer: "_Timer", deadline: float
+    ) -> Tuple[Optional[ClipResult], bool]:
         """(the hit, None) when a current clip is cached; (None, stale) otherwise."""
-        stored = self._clips.lookup(request.key, deadline)
+        stored = first.clip.result()
         if stored is None:
             timer.lap("cache_lookup")
             return None, False
-        current = self._clips.current_etag(stored.source_bucket, stored.source_key, deadline)
+        named = (stored.source_bucket, stored.source_key)
+        self._known.locate(request.episode_id, *named)
+        if first.source is not None and first.where == named:
+            current = first.source.result()  # sent with the HEAD of the clip
+        else:  # this process did not know where the audio is (or it moved): a second round trip
+            current = self._clips.current_source(*named, deadline)
         timer.lap("cache_lookup")
-        if current != stored.source_etag:
+        if current is None or current.etag != stored.source_etag:
             return None, True
+        if first.index is not None:  # learnt for a later miss of this episode, without waiting for it now
+            first.index.then(lambda index: self._learn_index(current, index))
+        return self._hit(request, stored, deadline, timer), False
+
+    def _hit(self, request: ClipRequest, stored: StoredClip, deadline: float, timer: "_Timer") -> ClipResult:
         key = stored.served_key or request.key  # a snapped request's record names the clip it was served
         with until(deadline):  # CloudFront's signing key is read from SSM on first use
             url, expires = self._clips.presign(key, version=stored.source_etag)
@@ -139,14 +185,66 @@ class ClipService:
             key=key,
             source_etag=stored.source_etag,
         )
-        return (result.as_asked(request) if request.snap else result), False
+        return result.as_asked(request) if request.snap else result
 
-    def _generate(self, request: ClipRequest, deadline: float, timer: "_Timer", stale: bool) -> ClipResult:
+    def _plan(
+        self, episode: Episode, first: "_FirstRound", index: "Optional[Pending[Optional[SeekIndex]]]", deadline: float
+    ) -> "Optional[_Opened]":
+        """The source, ready to cut without reading its head, when this request's first round or this process
+        already knows it (module docstring, 2); None: read its head."""
+        location = (episode.source_bucket, episode.source_key)
+        current = first.source.value() if first.source is not None and first.where == location else None
+        if current is not None:  # its version now, from a HEAD sent in the first round
+            known = self._known.version(current)
+            if known is not None:
+                audio = SourceAudio(self._s3, current, deadline=deadline)
+                return _Opened(audio, Mp3Source(audio, known.layout) if known.layout else None, verified=True)
+            stored = index.value() if index is not None else None
+            if stored is not None and self._learn_index(current, stored):
+                audio = SourceAudio(self._s3, current, deadline=deadline)
+                assert stored.layout is not None
+                return _Opened(audio, Mp3Source(audio, stored.layout), verified=True)
+            return None
+        stored = index.value() if index is not None else None
+        if stored is None or stored.layout is None or stored.source_size is None:
+            return None
+        # a version nobody has confirmed yet: the first read, pinned to it, does (or answers 412)
+        source = SourceObject(*location, stored.source_size, stored.source_etag)
+        remember_index(*location, stored)
+        audio = SourceAudio(self._s3, source, deadline=deadline)
+        return _Opened(audio, Mp3Source(audio, stored.layout), verified=False)
+
+    def _learn_index(self, current: SourceObject, index: Optional[SeekIndex]) -> bool:
+        """Keep a stored index (and the layout it carries) that describes the source's version now."""
+        if (
+            index is None
+            or index.layout is None
+            or index.source_etag != current.etag
+            or index.source_size != current.size
+        ):
+            return False
+        remember_index(current.bucket, current.key, index)
+        self._known.learn(current, index.layout)
+        return True
+
+    def _open(self, episode: Episode, deadline: float) -> "_Opened":
+        """The source's head read (one ranged GET): its version now, and its layout."""
+        audio = SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
+        return _Opened(audio, Mp3Source.sniff(audio), verified=True)
+
+    def _generate(
+        self, request: ClipRequest, first: "_FirstRound", deadline: float, timer: "_Timer", stale: bool
+    ) -> ClipResult:
+        index = first.index
+        if index is None and not request.snap and not self._knows_current(first):  # overlaps the catalog
+            index = send(deadline, "GET of the seek index", stored_index, self._clips, request.episode_id, deadline)
         episode = self._episode(request.episode_id, deadline)
         timer.lap("catalog")
         if request.snap:
             return self._generate_snapped(request, episode, deadline, timer, stale)
-        return self._cut_and_store(request, episode, deadline, timer, stale)
+        return self._cut_and_store(
+            request, episode, deadline, timer, stale, self._plan(episode, first, index, deadline)
+        )
 
     def _episode(self, episode_id: str, deadline: float) -> Episode:
         """The episode's catalog entry, whose source must be in an allowed bucket."""
@@ -186,7 +284,9 @@ class ClipService:
         timer.lap("snap")
         target = ClipRequest(request.episode_id, served.start_ms, served.duration_ms)
         with self._flights.hold(target.key):
-            result = self._cut_and_store(target, episode, deadline, timer, False, audio)
+            result = self._cut_and_store(
+                target, episode, deadline, timer, False, _Opened(audio, Mp3Source.sniff(audio), verified=True)
+            )
         record = {
             "served_key": target.key,
             "start_time_ms": result.start_ms,
@@ -249,18 +349,34 @@ class ClipService:
         deadline: float,
         timer: "_Timer",
         stale: bool,
-        opened: Optional[SourceAudio] = None,
+        planned: "Optional[_Opened]" = None,
     ) -> ClipResult:
+        """Cut the clip (from ``planned``, the source as this request already knows it, else from a head read), tag,
+        store and sign it."""
         for attempt in (1, 2):
-            audio = opened or SourceAudio.open(self._s3, episode.source_bucket, episode.source_key, deadline=deadline)
-            opened = None
+            opened = planned if attempt == 1 and planned is not None else self._open(episode, deadline)
             try:
-                clip = self._cut(audio, request, deadline)
-                break
+                clip = self._cut(opened, request, deadline)
             except SourceChanged:
                 if attempt == 2:
                     raise
                 log.info("source %s changed while being read; cutting again", episode.source_key)
+                continue
+            except ServiceError:
+                if opened.confirmed:
+                    raise
+                log.info(
+                    "source %s: the stored index's version was not confirmed; reading its head", episode.source_key
+                )
+                continue
+            if opened.confirmed:
+                break
+            log.info(
+                "source %s: nothing read confirmed the stored index's version; reading its head", episode.source_key
+            )
+        audio = opened.audio
+        self._known.locate(request.episode_id, episode.source_bucket, episode.source_key)
+        self._known.learn(audio.source, opened.mp3.layout if opened.mp3 else None)
         timer.lap("cut")
         story = clip_story(episode, request.start_ms, clip.duration_ms)
         clip.data = tagged(story, clip.data)  # the engine's bytes after an ID3v2 tag saying what the clip is
@@ -289,6 +405,10 @@ class ClipService:
             key=request.key,
             source_etag=version,
         )
+
+    def _knows_current(self, first: "_FirstRound") -> bool:
+        current = first.source.value() if first.source is not None else None
+        return current is not None and self._known.version(current) is not None
 
     def _store(
         self,
@@ -322,8 +442,8 @@ class ClipService:
         self._clips.put(request.key, clip.data, source, request.episode_id, clip.duration_ms, True, deadline, titles)
         return clip.duration_ms, source.etag
 
-    def _cut(self, audio: SourceAudio, request: ClipRequest, deadline: float) -> ClipAudio:
-        source = Mp3Source.sniff(audio)
+    def _cut(self, opened: "_Opened", request: ClipRequest, deadline: float) -> ClipAudio:
+        audio, source = opened.audio, opened.mp3
         if source is not None:
             stored = self._clips.artefact(request.episode_id, SEEK_INDEX_NAME, deadline, audio.source)
             index = functools.partial(load_or_build_index, source, stored, deadline)
@@ -351,6 +471,30 @@ class ClipService:
 
 def _no_index() -> Tuple[Any, bool]:
     raise AssertionError("a source that is not MP3 has no seek index")
+
+
+@dataclass
+class _FirstRound:
+    """The calls of a request's first round, on their way (``ClipService._first_round``)."""
+
+    where: Optional[Tuple[str, str]]  # where this process believed the episode's audio was
+    clip: "Pending[Optional[StoredClip]]"
+    source: "Optional[Pending[Optional[SourceObject]]]"  # sent when ``where`` was known
+    index: "Optional[Pending[Optional[SeekIndex]]]"  # sent when it was not
+
+
+@dataclass
+class _Opened:
+    """A version of the source ready to cut: its reader, and its MP3 layout (None: not MP3)."""
+
+    audio: SourceAudio
+    mp3: Optional[Mp3Source]
+    verified: bool  # a HEAD or the head read of this request saw this version current
+
+    @property
+    def confirmed(self) -> bool:
+        """The version is current (or was when a read pinned to it was answered)."""
+        return self.verified or self.audio.requests > 0
 
 
 def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:

@@ -92,8 +92,15 @@ class ClipStore:
 
     def current_etag(self, bucket: str, key: str, deadline: Optional[float] = None) -> Optional[str]:
         """The source object's ETag now, or None when it is gone."""
+        current = self.current_source(bucket, key, deadline)
+        return current.etag if current else None
+
+    def current_source(self, bucket: str, key: str, deadline: Optional[float] = None) -> Optional[SourceObject]:
+        """The source object's version now (ETag, size, type: all a HEAD tells), or None when it is gone."""
         head = self._head(bucket, key, "reading the source audio", deadline)
-        return head["ETag"] if head else None
+        if head is None:
+            return None
+        return SourceObject(bucket, key, int(head.get("ContentLength", 0)), head["ETag"], head.get("ContentType", ""))
 
     def _head(self, bucket: str, key: str, action: str, deadline: Optional[float]) -> Optional[dict]:
         try:

@@ -218,6 +218,36 @@ class StreamLayout:
             return 0
         return max((self.tag.encoder_padding or 0) - DECODER_DELAY, 0)
 
+    def to_json(self) -> dict:
+        """What a reader of the file's head learns, kept in the seek index so that a miss need not read it again."""
+        tag = self.tag
+        return {
+            "audio_start": self.audio_start,
+            "first": self.first.raw.hex(),
+            "tag_offset": self.tag_offset,
+            "tag": None
+            if tag is None
+            else [tag.kind, tag.frames, tag.encoder, tag.encoder_delay, tag.encoder_padding, tag.bytes],
+        }
+
+    @classmethod
+    def from_json(cls, doc: object) -> Optional["StreamLayout"]:
+        """The layout ``to_json`` wrote; None for anything else (then the head is read again)."""
+        try:
+            assert isinstance(doc, dict)
+            first = parse_header(bytes.fromhex(doc["first"]))
+            tag = doc["tag"]
+            if first is None or not isinstance(doc["audio_start"], int) or not isinstance(doc["tag_offset"], int):
+                return None
+            return cls(
+                audio_start=doc["audio_start"],
+                first=first,
+                tag=None if tag is None else XingTag(*tag),
+                tag_offset=doc["tag_offset"],
+            )
+        except (AssertionError, KeyError, TypeError, ValueError):
+            return None
+
     def concatenated(self, file_size: int) -> bool:
         """FFmpeg's test for "invalid concatenated file detected": the file holds much more than the tag's byte
         count; then it ignores the tag's frame count and trims nothing at the end."""

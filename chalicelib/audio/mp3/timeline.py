@@ -125,6 +125,10 @@ class SeekIndex:
     lost_frames: int  # frames FFmpeg rejects (the frame right after a mid-file tag or junk)
     every: int
     segments: Tuple[Segment, ...] = field(default_factory=tuple)
+    # What reading the file's head gives (its size and layout), so that a miss with this index reads only the clip.
+    # None in an index written before they were kept: then the head is read, as before.
+    source_size: Optional[int] = None
+    layout: Optional[StreamLayout] = None
 
     @property
     def frames(self) -> int:
@@ -168,6 +172,8 @@ class SeekIndex:
             "lost_frames": self.lost_frames,
             "every": self.every,
             "segments": [s.to_json() for s in self.segments],
+            **({"source_size": self.source_size} if self.source_size is not None else {}),
+            **({"layout": self.layout.to_json()} if self.layout is not None else {}),
         }
 
     @classmethod
@@ -182,6 +188,8 @@ class SeekIndex:
                 doc["lost_frames"],
                 doc["every"],
                 tuple(Segment.from_json(row) for row in doc["segments"]),
+                doc["source_size"] if isinstance(doc.get("source_size"), int) else None,
+                StreamLayout.from_json(doc.get("layout")),
             )
         except (KeyError, TypeError, ValueError):
             return None
@@ -418,7 +426,7 @@ def scan(
     end_trim = 0
     if tag is not None and tag.frames and packets >= tag.frames and not layout.concatenated(size):
         end_trim = layout.end_trim * tps
-    return SeekIndex(etag, layout.start_skip * tps, end_trim, lost, every, tuple(segments))
+    return SeekIndex(etag, layout.start_skip * tps, end_trim, lost, every, tuple(segments), size, layout)
 
 
 def _confirmed(buffer: bytes, pos: int) -> bool:
