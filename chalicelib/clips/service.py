@@ -48,7 +48,7 @@ from chalicelib.errors import ServiceError, SourceNotAllowed, Undecodable
 from chalicelib.stores.catalog import Catalog, Episode
 from chalicelib.stores.clip_cache import ClipStore, StoredClip
 from chalicelib.stores.keys import SEEK_INDEX_NAME, clip_key, clip_range, snap_key
-from chalicelib.stores.source import SourceAudio, SourceChanged, SourceObject
+from chalicelib.stores.source import HEAD_BYTES, SourceAudio, SourceChanged, SourceObject
 
 log = logging.getLogger(__name__)
 
@@ -459,8 +459,9 @@ class ClipService:
                 "This service cannot decode non-MP3 audio: FFmpeg is missing",
                 detail="no FFmpeg binary found (FFMPEG_PATH, /opt/bin/ffmpeg)",
             )
+        head = audio.head or audio.read(0, HEAD_BYTES)  # a version this process knew: its demuxer from its first bytes
         result = transcode_to_mp3(
-            ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline, input_format(audio.head)
+            ffmpeg, audio.presigned_url(), request.start_ms, request.duration_ms, deadline, input_format(head)
         )
         if result.episode_duration_ms is not None:  # the clip reached the end: its exact length is known
             check_start(request.start_ms, round(result.episode_duration_ms))  # the end-clamp rule, as for MP3

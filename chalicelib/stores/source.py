@@ -13,6 +13,7 @@ from chalicelib.errors import NotFound, Undecodable
 from chalicelib.stores.s3 import MISSING, PRECONDITION, error_code, failure
 
 READ_ATTEMPTS = 3
+HEAD_BYTES = 16 * 1024  # read when a source is opened: ID3v2 tags, the first frame, its Xing/Info tag
 MAX_READS = 32  # GETs of one source version, its head included; a clip needs a handful (README: "Bounded work")
 
 
@@ -42,7 +43,7 @@ class SourceAudio:
 
     @classmethod
     def open(
-        cls, s3, bucket: str, key: str, head_bytes: int = 16 * 1024, deadline: Optional[float] = None
+        cls, s3, bucket: str, key: str, head_bytes: int = HEAD_BYTES, deadline: Optional[float] = None
     ) -> "SourceAudio":
         """One ranged GET of the object's head: its bytes, and from the same answer its size and ETag."""
         try:

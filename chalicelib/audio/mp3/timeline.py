@@ -39,7 +39,8 @@ from chalicelib.audio.mp3.frames import (
     walk_frames,
 )
 
-INDEX_FORMAT = 2  # 1: one uniform stream, a checkpoint every 32 frames; 2: segments
+INDEX_FORMAT = 3  # 1: one uniform stream, a checkpoint every 32 frames; 2: segments; 3: FFmpeg's parser replayed over
+# the gaps between frames (issue 20): an index of format 2 may time a file with a UTF-16 mid-file tag a frame off
 INDEX_EVERY = 32  # frames between two checkpoints of a segment
 
 
