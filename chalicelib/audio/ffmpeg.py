@@ -154,7 +154,7 @@ def _cut(ffmpeg: str, url: str, demuxer: str, start_s: float, duration_s: float,
             "-y",
             out,
         ]
-        result = _run(command, url, deadline)
+        result = run(command, deadline)
         data = Path(out).read_bytes() if os.path.exists(out) else b""
     stderr = result.stderr.decode("utf-8", "replace").replace(url, "<source-url>")
     if result.returncode != 0:
@@ -203,7 +203,7 @@ def decoded_duration_ms(
     ]
     whole = [*base, *_input(url, demuxer), "-vn", "-sn", "-dn", "-c:a", "copy", "-f", "framecrc", "-"]
     for command in (tail, whole):
-        result = _run(command, url, deadline)
+        result = run(command, deadline)
         end = _framecrc_end_ms(result.stdout)
         if result.returncode == 0 and end is not None:
             return end
@@ -232,14 +232,18 @@ def tagged_samples(data: bytes) -> Tuple[int, int]:
     return max(samples, 0), layout.first.sample_rate
 
 
-def _run(command: Sequence[str], url: str, deadline: float) -> subprocess.CompletedProcess:
+def run(
+    command: Sequence[str], deadline: float, doing: str = "Cutting the clip", what: str = "ffmpeg"
+) -> subprocess.CompletedProcess:
+    """One FFmpeg run, killed at ``deadline`` (a ``time.monotonic()`` value): ClipTimeout (503) then, saying what
+    was ``doing``. HTTPS reads trust the CA bundle boto3 trusts."""
     started = time.monotonic()
     try:
         return subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=_url_env())
     except subprocess.TimeoutExpired:
         raise ClipTimeout(
-            "Cutting the clip took too long; try again shortly",
-            detail=f"ffmpeg killed after {time.monotonic() - started:.1f}s",
+            f"{doing} took too long; try again shortly",
+            detail=f"{what} killed after {time.monotonic() - started:.1f}s",
         ) from None
 
 
@@ -349,14 +353,7 @@ def join_to_mp3(
             "-y",
             out,
         ]
-        started = time.monotonic()
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started))
-        except subprocess.TimeoutExpired:
-            raise ClipTimeout(
-                "Cutting the clip took too long; try again shortly",
-                detail=f"ffmpeg (join) killed after {time.monotonic() - started:.1f}s",
-            ) from None
+        result = run(command, deadline, what="ffmpeg (join)")
         if result.returncode != 0 or not os.path.exists(out):
             stderr = result.stderr.decode("utf-8", "replace")
             log.warning("ffmpeg join failed (exit %s): %s", result.returncode, stderr[-2000:])
@@ -394,14 +391,7 @@ def decode_pcm(ffmpeg: str, inputs: Sequence[PcmInput], rate: int, deadline: flo
         for number in range(len(inputs)):
             outputs.append(os.path.join(work, f"window{number}.pcm"))
             command += ["-map", f"{number}:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-y", outputs[-1]]
-        started = time.monotonic()
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started), env=_url_env())
-        except subprocess.TimeoutExpired:
-            raise ClipTimeout(
-                "Finding the pauses took too long; try again shortly",
-                detail=f"ffmpeg (levels) killed after {time.monotonic() - started:.1f}s",
-            ) from None
+        result = run(command, deadline, "Finding the pauses", "ffmpeg (levels)")
         if result.returncode != 0:
             stderr = result.stderr.decode("utf-8", "replace")
             for item in inputs:

@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import math
 import os
-import subprocess
 import sys
 import tempfile
-import time
 from array import array
 from typing import Any, Dict, List, Tuple
 
-from chalicelib.errors import ClipTimeout, ServiceError
+from chalicelib.audio.ffmpeg import run
+from chalicelib.errors import ServiceError
 
 RATE = 8000  # Hz: peaks to the pixel, at a sixth of the work of 44.1 kHz (a 60 s clip decodes to 480,000 samples)
 TARGET_POINTS = 1000
@@ -36,14 +35,7 @@ def decode_mono(ffmpeg: str, mp3: bytes, deadline: float, rate: int = RATE) -> a
             handle.write(mp3)
         command = [ffmpeg, "-nostdin", "-hide_banner", "-v", "error", "-f", "mp3", "-i", path]
         command += ["-map", "0:a:0", "-ac", "1", "-ar", str(rate), "-f", "s16le", "-c:a", "pcm_s16le", "pipe:1"]
-        started = time.monotonic()
-        try:
-            result = subprocess.run(command, capture_output=True, timeout=max(0.1, deadline - started))
-        except subprocess.TimeoutExpired:
-            raise ClipTimeout(
-                "Drawing the clip's waveform took too long; try again shortly",
-                detail=f"ffmpeg (waveform) killed after {time.monotonic() - started:.1f}s",
-            ) from None
+        result = run(command, deadline, "Drawing the clip's waveform", "ffmpeg (waveform)")
     if result.returncode != 0:
         raise ServiceError(
             "The clip's waveform could not be computed",
