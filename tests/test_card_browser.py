@@ -50,14 +50,16 @@ def test_chromium_shows_the_waveform_on_the_share_page_and_opens_its_card(chromi
     shot = base64.b64decode(page.call("Page.captureScreenshot", format="png")["data"])
     assert shot[:8] == b"\x89PNG\r\n\x1a\n"
 
-    page.call("Page.navigate", url=card_url)  # the card route's 302, then the signed URL of the PNG
+    page.call("Page.navigate", url=card_url)  # a browser accepts images: the card route answers the PNG itself
     page.wait("Page.loadEventFired", timeout_s=30)
     size = page.evaluate("(i => i && [i.naturalWidth, i.naturalHeight])(document.images[0])")
     assert size == [1200, 630]
     page.close()
-    card = requests.get(card_url, timeout=30)
+    card = requests.get(card_url, timeout=30)  # Accept: */*, as link-preview crawlers send
     assert card.status_code == 200 and card.headers["Content-Type"] == "image/png"
-    assert card.history and card.history[0].status_code == 302
+    assert not card.history, "the PNG itself (contract 6), no redirect"
+    signed = requests.get(card_url, headers={"Accept": "text/html"}, timeout=30)  # no image in Accept: 302
+    assert signed.history and signed.history[0].status_code == 302 and signed.content == card.content
     assert Image.open(io.BytesIO(card.content)).size == (1200, 630)
     SCREENSHOT.parent.mkdir(exist_ok=True)
     SCREENSHOT.write_bytes(shot)
