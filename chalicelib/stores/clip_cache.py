@@ -210,9 +210,7 @@ class ClipStore:
         one: the same clip always gives the same bytes."""
         metadata = {
             "episode-id": episode_id,
-            "source-bucket": provenance.source_bucket,
-            "source-key": quote(provenance.source_key, safe="/"),
-            "source-etag": provenance.source_etag,
+            **_recorded(provenance.source_bucket, provenance.source_key, provenance.source_etag),
         }
         try:
             with until(deadline):
@@ -252,11 +250,11 @@ class ClipStore:
 def source_metadata(source: SourceObject) -> Dict[str, str]:
     """What an object under ``audio_clips/{guid}/`` records of the source version it was made from (S3 user
     metadata, ASCII): its bucket, its key (URL-quoted) and its ETag as S3 gave it."""
-    return {
-        SOURCE_BUCKET_KEY: source.bucket,
-        SOURCE_KEY_KEY: quote(source.key, safe="/"),
-        SOURCE_ETAG_KEY: source.etag,
-    }
+    return _recorded(source.bucket, source.key, source.etag)
+
+
+def _recorded(bucket: str, key: str, etag: str) -> Dict[str, str]:
+    return {SOURCE_BUCKET_KEY: bucket, SOURCE_KEY_KEY: quote(key, safe="/"), SOURCE_ETAG_KEY: etag}
 
 
 def recorded_source(metadata: Mapping[str, str]) -> Optional[Tuple[str, str, str]]:
@@ -273,9 +271,7 @@ def same_version(etag: Optional[str], other: Optional[str]) -> bool:
 
 
 def _provenance(metadata: Dict[str, str]) -> Provenance:
-    return Provenance(
-        metadata.get("source-bucket", ""), unquote(metadata.get("source-key", "")), metadata.get("source-etag", "")
-    )
+    return Provenance(*(recorded_source(metadata) or ("", "", "")))
 
 
 def _metadata_size(metadata: Dict[str, str]) -> int:
