@@ -7,7 +7,7 @@ May import only the kernel (``settings``, ``errors``, ``deadlines``) and itself.
 """
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import List, Optional, Sequence, Tuple
 
 WIDTH, HEIGHT = 1200, 630  # the card's size: what Open Graph and X's large image cards ask for
 
@@ -19,3 +19,17 @@ class CardText:
     episode_title: Optional[str]
     podcast_title: Optional[str]
     time_range: str  # "1:00–1:30 · 30 s"
+
+
+def bar_levels(peaks: Sequence[Tuple[int, int]], bars: int) -> List[float]:
+    """A waveform drawn as ``bars`` bars (the card's and the share page's): each the loudest of its share of the
+    peaks, as a fraction of the clip's loudest (a quiet clip still shows its shape; silence stays flat)."""
+    if not peaks:
+        return []
+    levels = []
+    for bar in range(bars):
+        first = bar * len(peaks) // bars
+        last = max(first + 1, (bar + 1) * len(peaks) // bars)
+        levels.append(max(max(-low, high) for low, high in peaks[first:last]))
+    loudest = max(max(levels), 8)
+    return [level / loudest for level in levels]

@@ -15,7 +15,7 @@ from typing import List, Sequence, Tuple
 
 from PIL import Image, ImageDraw
 
-from chalicelib.cards import HEIGHT, WIDTH, CardText
+from chalicelib.cards import HEIGHT, WIDTH, CardText, bar_levels
 from chalicelib.cards.fonts import BOLD, CJK, REGULAR, Face
 from chalicelib.cards.text import is_rtl, tame, visual
 
@@ -132,17 +132,10 @@ def _draw_line(draw: ImageDraw.ImageDraw, face: Face, line: str, top: int, colou
 def _draw_waveform(draw: ImageDraw.ImageDraw, peaks: Sequence[Tuple[int, int]]) -> None:
     """BARS bars, each the loudest of its share of the peaks, scaled to the clip's loudest (a quiet clip still
     shows its shape; silence stays a flat line)."""
-    if not peaks:
-        return
-    levels = []
-    for bar in range(BARS):
-        first = bar * len(peaks) // BARS
-        last = max(first + 1, (bar + 1) * len(peaks) // BARS)
-        levels.append(max(max(-low, high) for low, high in peaks[first:last]))
-    loudest = max(max(levels), 8)
+    levels = bar_levels(peaks, BARS)
     middle = (WAVE_TOP + WAVE_BOTTOM) / 2
     step = (WIDTH - 2 * MARGIN) / BARS
     for bar, level in enumerate(levels):
-        half = max(2.5, level / loudest * (WAVE_BOTTOM - WAVE_TOP) / 2)
+        half = max(2.5, level * (WAVE_BOTTOM - WAVE_TOP) / 2)
         x = MARGIN + bar * step
         draw.rounded_rectangle((x, middle - half, x + step * 0.62, middle + half), radius=3, fill=ACCENT)

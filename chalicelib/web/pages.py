@@ -24,6 +24,7 @@ from chalicelib.audio.attribution import ClipStory, clock
 from chalicelib.audio.waveform import pairs
 from chalicelib.cards import HEIGHT as CARD_HEIGHT
 from chalicelib.cards import WIDTH as CARD_WIDTH
+from chalicelib.cards import bar_levels
 from chalicelib.clips.service import ClipResult, clip_story
 from chalicelib.deadlines import until
 from chalicelib.errors import BadRequest, NotFound, ServiceError, Unavailable, UnsupportedFormat
@@ -331,16 +332,11 @@ SVG_WIDTH, SVG_HEIGHT, SVG_BARS = 720, 112, 90  # whole-number coordinates: a sh
 def waveform_svg(peaks: Sequence[Tuple[int, int]]) -> str:
     """The clip's waveform as an inline SVG: SVG_BARS bars (each the loudest of its share of the peaks, scaled to
     the clip's loudest), one path, drawn in the text's accent colour. Numbers only: nothing from a catalog."""
-    levels = []
-    for bar in range(SVG_BARS):
-        first = bar * len(peaks) // SVG_BARS
-        last = max(first + 1, (bar + 1) * len(peaks) // SVG_BARS)
-        levels.append(max(max(-low, high) for low, high in peaks[first:last]))
-    loudest = max(max(levels), 8)
+    levels = bar_levels(peaks, SVG_BARS)
     middle, step = SVG_HEIGHT / 2, SVG_WIDTH / SVG_BARS
     strokes = []
     for bar, level in enumerate(levels):
-        half = max(1, round(level / loudest * (SVG_HEIGHT / 2 - 4)))
+        half = max(1, round(level * (SVG_HEIGHT / 2 - 4)))
         strokes.append(f"M{round(bar * step + step / 2)} {round(middle - half)}V{round(middle + half)}")
     return (
         f'<svg class="wave" viewBox="0 0 {SVG_WIDTH} {SVG_HEIGHT}" role="img" aria-label="Waveform of the clip" '
