@@ -41,19 +41,24 @@ def project_copy(tmp_path, layer_arn=LAYER_ARN) -> str:
     return str(target)
 
 
-@pytest.fixture(scope="module")
-def terraform(tmp_path_factory):
-    project = project_copy(tmp_path_factory.mktemp("package"))
+def package_stage(project: str, stage: str = "prod") -> str:
+    """``chalice package --pkg-format terraform`` of a project copy, offline (no AWS endpoint): its output folder."""
     out = os.path.join(project, "out")
     env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
     env.pop("AWS_ENDPOINT_URL", None)
     subprocess.run(
-        [CHALICE, "package", "--pkg-format", "terraform", "--stage", "prod", out],
+        [CHALICE, "package", "--pkg-format", "terraform", "--stage", stage, out],
         cwd=project,
         env=env,
         check=True,
         capture_output=True,
     )
+    return out
+
+
+@pytest.fixture(scope="module")
+def terraform(tmp_path_factory):
+    out = package_stage(project_copy(tmp_path_factory.mktemp("package")))
     with open(os.path.join(out, "chalice.tf.json")) as handle:
         return json.load(handle)["resource"]
 

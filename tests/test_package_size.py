@@ -5,13 +5,12 @@ unzipped. Measured on 2026-12-04: 49.6 MiB before Pillow and the fonts, 73.8 MiB
 from __future__ import annotations
 
 import os
-import subprocess
 import zipfile
 
 import imageio_ffmpeg
 import pytest
 
-from tests.test_deployment import CHALICE, project_copy
+from tests.test_deployment import package_stage, project_copy
 
 LAMBDA_UNZIPPED_LIMIT = 262_144_000  # 250 MiB: a function and all its layers, unzipped
 MiB = 1024 * 1024
@@ -19,17 +18,7 @@ MiB = 1024 * 1024
 
 @pytest.mark.slow
 def test_the_function_package_and_the_ffmpeg_layer_fit_lambdas_unzipped_limit(tmp_path, capsys):
-    project = project_copy(tmp_path)
-    out = os.path.join(project, "out")
-    env = {**os.environ, "AWS_DEFAULT_REGION": "us-east-1"}
-    env.pop("AWS_ENDPOINT_URL", None)
-    subprocess.run(
-        [CHALICE, "package", "--pkg-format", "terraform", "--stage", "prod", out],
-        cwd=project,
-        env=env,
-        check=True,
-        capture_output=True,
-    )
+    out = package_stage(project_copy(tmp_path))
     package = os.path.join(out, "deployment.zip")
     with zipfile.ZipFile(package) as archive:
         names = {info.filename: info.file_size for info in archive.infolist()}

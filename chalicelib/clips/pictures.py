@@ -25,7 +25,7 @@ from typing import Any, Callable, Dict, Optional
 from chalicelib.audio.attribution import time_range
 from chalicelib.audio.waveform import is_waveform, pairs, waveform
 from chalicelib.cards import CardText
-from chalicelib.clips.service import ClipRequest, ClipResult, ClipService
+from chalicelib.clips.service import ClipRequest, ClipResult, ClipService, Timer
 from chalicelib.deadlines import until
 from chalicelib.errors import ClipTimeout, ServiceError
 from chalicelib.stores.clip_cache import ClipStore, Provenance
@@ -80,7 +80,7 @@ class ClipPictures:
 
     def waveform_of(self, clip: ClipResult, deadline: float) -> Waveform:
         """The waveform of a clip the clip service has just served: cached, or one decode of the clip."""
-        laps = _Laps()
+        laps = Timer()
         key = beside_clip(clip.key, WAVEFORM_NAME)
         cached = self._store.derived(key, deadline, body=True)
         laps.lap("cache_lookup")
@@ -102,7 +102,7 @@ class ClipPictures:
         ``with_png``, its bytes (read in the same request that checks the cached card: a GET instead of a HEAD). A
         card is drawn from the clip's waveform (cached, or one decode) and rendered once."""
         clip = self._clips.get_clip(request, deadline)
-        laps = _Laps()
+        laps = Timer()
         key = beside_clip(clip.key, CARD_NAME)
         cached = self._store.derived(key, deadline, body=with_png)
         laps.lap("cache_lookup")
@@ -142,14 +142,3 @@ def _json(body: Optional[bytes]) -> Any:
         return json.loads(body or b"")
     except ValueError:
         return None
-
-
-class _Laps:
-    def __init__(self) -> None:
-        self._last = time.perf_counter()
-        self.laps: Dict[str, float] = {}
-
-    def lap(self, name: str) -> None:
-        now = time.perf_counter()
-        self.laps[name] = round(self.laps.get(name, 0.0) + (now - self._last) * 1000, 1)
-        self._last = now

@@ -118,7 +118,7 @@ class ClipService:
         self._known = KnownSources()  # where episodes' audio is, and what their versions' heads hold: hints
 
     def get_clip(self, request: ClipRequest, deadline: float) -> ClipResult:
-        timer = _Timer()
+        timer = Timer()
         first = self._first_round(request, deadline)
         hit, stale = self._cached(request, first, timer, deadline)
         if hit:
@@ -148,7 +148,7 @@ class ClipService:
         )
 
     def _cached(
-        self, request: ClipRequest, first: "_FirstRound", timer: "_Timer", deadline: float
+        self, request: ClipRequest, first: "_FirstRound", timer: "Timer", deadline: float
     ) -> Tuple[Optional[ClipResult], bool]:
         """(the hit, None) when a current clip is cached; (None, stale) otherwise."""
         stored = first.clip.result()
@@ -168,7 +168,7 @@ class ClipService:
             first.index.then(lambda index: self._learn_index(current, index))
         return self._hit(request, stored, deadline, timer), False
 
-    def _hit(self, request: ClipRequest, stored: StoredClip, deadline: float, timer: "_Timer") -> ClipResult:
+    def _hit(self, request: ClipRequest, stored: StoredClip, deadline: float, timer: "Timer") -> ClipResult:
         key = stored.served_key or request.key  # a snapped request's record names the clip it was served
         with until(deadline):  # CloudFront's signing key is read from SSM on first use
             url, expires = self._clips.presign(key, version=stored.source_etag)
@@ -233,7 +233,7 @@ class ClipService:
         return _Opened(audio, Mp3Source.sniff(audio), verified=True)
 
     def _generate(
-        self, request: ClipRequest, first: "_FirstRound", deadline: float, timer: "_Timer", stale: bool
+        self, request: ClipRequest, first: "_FirstRound", deadline: float, timer: "Timer", stale: bool
     ) -> ClipResult:
         index = first.index
         if index is None and not request.snap and not self._knows_current(first):  # overlaps the catalog
@@ -265,7 +265,7 @@ class ClipService:
         return episode
 
     def _generate_snapped(
-        self, request: ClipRequest, episode: Episode, deadline: float, timer: "_Timer", stale: bool
+        self, request: ClipRequest, episode: Episode, deadline: float, timer: "Timer", stale: bool
     ) -> ClipResult:
         """Snap, then serve the clip of the served range (cut now; a clip of that range already stored, by another
         request, wins the conditional PUT and is served instead), then record what was served."""
@@ -347,7 +347,7 @@ class ClipService:
         request: ClipRequest,
         episode: Episode,
         deadline: float,
-        timer: "_Timer",
+        timer: "Timer",
         stale: bool,
         planned: "Optional[_Opened]" = None,
     ) -> ClipResult:
@@ -504,8 +504,10 @@ def clip_story(episode: Episode, start_ms: int, duration_ms: int) -> ClipStory:
     )
 
 
-class _Timer:
-    def __init__(self):
+class Timer:
+    """Milliseconds per named step of a request, for its log line (``lap`` ends the step begun at the last lap)."""
+
+    def __init__(self) -> None:
         self._last = time.perf_counter()
         self.laps: Dict[str, float] = {}
 
